@@ -1,0 +1,137 @@
+"""The LightningModule: cross-entropy, torchmetrics, the optimizer from config.
+
+Per-step work is kept on the device and minimal: metrics accumulate without host syncs, and the
+only sync (logging the step loss, checking it is finite) happens every ``log_every_n_steps``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.trainer.states import TrainerFn
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+
+
+def _accuracy(num_classes: int) -> MulticlassAccuracy:
+    return MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+
+
+def _mean() -> MeanMetric:
+    return MeanMetric(nan_strategy="disable")  # "warn" would sync with the host every update
+
+
+class Classifier(L.LightningModule):
+    """Trains ``net`` with cross-entropy and records what the study needs.
+
+    ``history`` gets one entry per validation (step, epoch, val loss/acc and the mean training
+    loss since the previous validation); ``diverged_at_step`` is set, and training stopped, when
+    the training loss stops being finite.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: OptimizerFactory,
+        num_classes: int = 10,
+        log_every_n_steps: int = 50,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.make_optimizer = optimizer
+        self.log_every_n_steps = log_every_n_steps
+        self.train_loss, self.train_acc = _mean(), _accuracy(num_classes)
+        self.window_loss = _mean()  # training loss since the last validation
+        self.val_loss, self.val_acc = _mean(), _accuracy(num_classes)
+        self.test_loss, self.test_acc = _mean(), _accuracy(num_classes)
+        self.history: list[dict[str, Any]] = []
+        self.epoch_train: dict[str, float] = {}
+        self.diverged_at_step: int | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.make_optimizer(self.parameters())
+
+    # -- training --------------------------------------------------------------------------
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        logits = self.net(x)
+        loss = F.cross_entropy(logits, y)
+        detached = loss.detach()
+        self.train_loss.update(detached, len(y))
+        self.window_loss.update(detached, len(y))
+        self.train_acc.update(logits.detach(), y)
+        if (self.global_step + 1) % self.log_every_n_steps == 0:
+            batch_acc = (logits.argmax(dim=1) == y).float().mean()
+            self.log_dict({"train/loss": detached, "train/acc": batch_acc})
+            if not math.isfinite(float(detached)):
+                self._diverged()
+        return loss
+
+    def _diverged(self) -> None:
+        if self.diverged_at_step is None:
+            self.diverged_at_step = int(self.global_step)
+        self.trainer.should_stop = True
+
+    def epoch_train_metrics(self) -> dict[str, float]:
+        """Mean training loss and accuracy over this epoch's batches so far."""
+        return {
+            "train_loss": float(self.train_loss.compute()),
+            "train_acc": float(self.train_acc.compute()),
+        }
+
+    def on_train_epoch_end(self) -> None:
+        self.epoch_train = self.epoch_train_metrics()
+        self.log("train/loss_epoch", self.epoch_train["train_loss"])
+        self.log("train/acc_epoch", self.epoch_train["train_acc"])
+        self.train_loss.reset()
+        self.train_acc.reset()
+        if not math.isfinite(self.epoch_train["train_loss"]):
+            self._diverged()
+
+    # -- evaluation ------------------------------------------------------------------------
+    def _eval_step(self, batch: tuple[Tensor, Tensor], loss_m: MeanMetric, acc_m) -> None:
+        x, y = batch
+        logits = self.net(x)
+        loss_m.update(F.cross_entropy(logits, y), len(y))
+        acc_m.update(logits, y)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.val_loss, self.val_acc)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.test_loss, self.test_acc)
+
+    def on_validation_epoch_end(self) -> None:
+        val_loss, val_acc = float(self.val_loss.compute()), float(self.val_acc.compute())
+        self.val_loss.reset()
+        self.val_acc.reset()
+        self.log("val/loss", val_loss)
+        self.log("val/acc", val_acc)
+        if self.trainer.sanity_checking or self.trainer.state.fn != TrainerFn.FITTING:
+            return
+        window = float(self.window_loss.compute()) if self.window_loss.update_count else None
+        self.window_loss.reset()
+        self.history.append(
+            {
+                "step": int(self.global_step),
+                "epoch": int(self.current_epoch),
+                "val_loss": val_loss,
+                "val_acc": val_acc,
+                "train_loss": window,
+            }
+        )
+
+    def on_test_epoch_end(self) -> None:
+        self.log("test/loss", self.test_loss.compute())
+        self.log("test/acc", self.test_acc.compute())

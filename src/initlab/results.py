@@ -1,0 +1,73 @@
+"""results.json: the one record of a run that reports, sweeps and users build on.
+
+The schema is documented in docs/results.md. Files are written atomically (temp file in the same
+directory, then rename), so a reader never sees half a file. Non-finite floats (a diverged run's
+NaN loss) are written as null, keeping the file strict JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+RESULTS_FILE = "results.json"
+STATUSES = ("ok", "diverged", "failed")
+SCHEMA_VERSION = 1
+
+
+def _finite(obj: Any) -> Any:
+    """Replace NaN/inf floats by None, recursively."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` as JSON to ``path`` atomically: readers see the old file or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(_finite(obj), f, indent=2, allow_nan=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def steps_to_threshold(
+    history: Sequence[Mapping[str, Any]], thresholds: Iterable[float]
+) -> dict[str, int | None]:
+    """For each threshold, the first validation step whose val_acc reached it (None: never)."""
+    out: dict[str, int | None] = {}
+    for t in thresholds:
+        hit = next(
+            (h["step"] for h in history if h["val_acc"] is not None and h["val_acc"] >= t), None
+        )
+        out[f"{t:.2f}"] = hit
+    return out
+
+
+def read_results(path: str | Path) -> dict[str, Any]:
+    """Read one results.json."""
+    with open(path) as f:
+        return json.load(f)
+
+
+def find_results(sweep_dir: str | Path) -> list[Path]:
+    """Every results.json below a run or sweep directory, sorted."""
+    return sorted(Path(sweep_dir).rglob(RESULTS_FILE))

@@ -1,0 +1,225 @@
+"""One run of the study: data, network, init, train, test, results.json. No Hydra needed.
+
+``run(cfg, output_dir, optimizer)`` takes a composed config (any nested mapping with the fields
+of ``conf/train.yaml``), a directory that is this run's alone, and an optimizer factory
+(``params -> Optimizer``). Everything it writes goes below ``output_dir``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import OmegaConf
+
+from initlab.callbacks import EpochLine, ThroughputTimer, ValidateAtEpochEnd
+from initlab.data import MNISTDataModule
+from initlab.inits import apply_init
+from initlab.mlp import build_mlp, resolve_hidden_sizes
+from initlab.module import Classifier, OptimizerFactory
+from initlab.results import RESULTS_FILE, SCHEMA_VERSION, steps_to_threshold, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+def _plain(cfg: Any) -> Any:
+    """A resolved plain-Python copy of a DictConfig (or the mapping itself)."""
+    if OmegaConf.is_config(cfg):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return cfg
+
+
+def describe(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The static part of results.json: what this run is, before it runs."""
+    model, opt = cfg["model"], cfg["optimizer"]
+    hidden = resolve_hidden_sizes(model.get("depth"), model.get("width"), model.get("hidden_sizes"))
+    init_params = {k: v for k, v in cfg["init"].items() if k != "name"}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "status": None,
+        "error": None,
+        "init": cfg["init"]["name"],
+        "init_params": init_params,
+        "norm": cfg["norm"]["name"],
+        "activation": model["activation"],
+        "depth": len(hidden),
+        "hidden_sizes": hidden,
+        "seed": cfg["seed"],
+        "optimizer": {
+            "name": str(opt.get("_target_", opt.get("name", "?"))).rsplit(".", 1)[-1].lower(),
+            "lr": opt.get("lr"),
+            "momentum": opt.get("momentum"),
+        },
+        "batch_size": cfg["data"]["batch_size"],
+        "max_epochs": cfg["trainer"]["max_epochs"],
+    }
+
+
+def hparams(record: Mapping[str, Any]) -> dict[str, Any]:
+    """Flat scalar hparams for TensorBoard's HPARAMS tab."""
+    return {
+        "init": record["init"],
+        "norm": record["norm"],
+        "depth": record["depth"],
+        "widths": "-".join(map(str, record["hidden_sizes"])),
+        "activation": record["activation"],
+        "optimizer": record["optimizer"]["name"],
+        "lr": record["optimizer"]["lr"],
+        "momentum": record["optimizer"]["momentum"] or 0.0,
+        "batch_size": record["batch_size"],
+        "seed": record["seed"],
+        "dataset": record["dataset"]["name"],
+    }
+
+
+def _data_module(cfg: Mapping[str, Any]) -> MNISTDataModule:
+    d = cfg["data"]
+    return MNISTDataModule(
+        root=d["root"],
+        name=d["name"],
+        batch_size=d["batch_size"],
+        eval_batch_size=d["eval_batch_size"],
+        val_size=d["val_size"],
+        download=d["download"],
+        fallback=d["fallback"],
+        mean=d["mean"],
+        std=d["std"],
+        split_seed=d["split_seed"],
+        seed=cfg["seed"],
+        synthetic_train=d.get("synthetic_train", 1000),
+        synthetic_test=d.get("synthetic_test", 200),
+    )
+
+
+def run(
+    cfg: Mapping[str, Any],
+    output_dir: str | Path,
+    optimizer: OptimizerFactory,
+    progress_bar: bool = False,
+) -> dict[str, Any]:
+    """Train and test one network; write and return its results.json record.
+
+    A loss that stops being finite ends training early with status "diverged" (a result, not a
+    crash). Any exception is recorded as status "failed" with its message, then re-raised.
+    """
+    t0 = time.perf_counter()
+    cfg = _plain(cfg)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    record = describe(cfg)
+    record["output_dir"] = str(out.resolve())
+    timer = ThroughputTimer()
+    try:
+        L.seed_everything(cfg["seed"], workers=True, verbose=False)
+        datamodule = _data_module(cfg)
+        datamodule.setup("fit")
+        record["dataset"] = {"name": datamodule.dataset_name, **datamodule.sizes}
+        m = cfg["model"]
+        net = build_mlp(
+            m["input_size"],
+            record["hidden_sizes"],
+            m["num_classes"],
+            activation=m["activation"],
+            norm=cfg["norm"]["name"],
+            init=partial(apply_init, spec=cfg["init"]),
+        )
+        trainer_kwargs = dict(cfg["trainer"])
+        module = Classifier(
+            net,
+            optimizer,
+            num_classes=m["num_classes"],
+            log_every_n_steps=trainer_kwargs.get("log_every_n_steps", 50),
+        )
+        callbacks: list[L.Callback] = [
+            ValidateAtEpochEnd(),
+            timer,
+            ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0),
+        ]
+        if not progress_bar:
+            callbacks.append(EpochLine(timer))
+        logger = _logger(cfg.get("logger"), out)
+        trainer = L.Trainer(
+            **trainer_kwargs,
+            logger=logger if logger is not None else False,
+            callbacks=callbacks,
+            default_root_dir=out,
+            enable_progress_bar=progress_bar,
+        )
+        if logger is not None:
+            logger.log_hyperparams(hparams(record), {"hp/val_acc": 0.0, "hp/test_acc": 0.0})
+        trainer.fit(module, datamodule=datamodule)
+        test = trainer.test(module, datamodule=datamodule, verbose=False)[0]
+    except Exception as exc:
+        record.update(
+            status="failed",
+            error=f"{type(exc).__name__}: {exc}",
+            timing={"wall_s": time.perf_counter() - t0},
+        )
+        record.setdefault("dataset", None)
+        record["config"] = cfg
+        write_json_atomic(out / RESULTS_FILE, record)
+        raise
+
+    last = module.history[-1] if module.history else {"val_loss": None, "val_acc": None}
+    final = {
+        **module.epoch_train,
+        "val_loss": last["val_loss"],
+        "val_acc": last["val_acc"],
+        "test_loss": float(test["test/loss"]),
+        "test_acc": float(test["test/acc"]),
+    }
+    finite = all(v is not None and math.isfinite(v) for v in final.values())
+    record.update(
+        status="ok" if module.diverged_at_step is None and finite else "diverged",
+        diverged_at_step=module.diverged_at_step,
+        final=final,
+        history=module.history,
+        steps_to_val_acc=steps_to_threshold(module.history, cfg["thresholds"]),
+        timing={
+            "wall_s": time.perf_counter() - t0,
+            "train_s": timer.train_s,
+            "val_s": timer.val_s,
+            "train_samples": timer.samples,
+            "train_samples_per_s": timer.samples_per_s,
+        },
+        config=cfg,
+    )
+    if logger is not None:
+        logger.log_metrics(
+            {"hp/val_acc": final["val_acc"], "hp/test_acc": final["test_acc"]},
+            step=trainer.global_step,
+        )
+        logger.finalize("success")
+    write_json_atomic(out / RESULTS_FILE, record)
+    log.info(
+        "%s: test_acc %.4f val_acc %.4f, %s train samples/s -> %s",
+        record["status"],
+        final["test_acc"],
+        final["val_acc"] or float("nan"),
+        f"{timer.samples_per_s:,.0f}" if timer.samples_per_s else "?",
+        out / RESULTS_FILE,
+    )
+    return record
+
+
+def _logger(spec: Mapping[str, Any] | None, out: Path) -> TensorBoardLogger | None:
+    """TensorBoard logs in ``out/<subdir>`` itself: one run per job dir, so no version_N."""
+    if not spec or spec.get("type") in (None, "none"):
+        return None
+    if spec["type"] != "tensorboard":
+        raise ValueError(f"logger.type={spec['type']!r} is not one of: tensorboard, none")
+    return TensorBoardLogger(
+        save_dir=str(out),
+        name=spec.get("subdir", "tensorboard"),
+        version="",
+        default_hp_metric=False,
+        log_graph=False,
+    )

@@ -1,0 +1,100 @@
+"""Config composition for every group option, and validation of bad values."""
+
+from __future__ import annotations
+
+import pytest
+from hydra.errors import MissingConfigException
+from omegaconf import OmegaConf
+
+from initlab.config import ConfigError, validate
+from initlab.mlp import resolve_hidden_sizes
+
+from .conftest import CONF, compose_train
+
+GROUPS = ["init", "norm", "model", "data", "optimizer", "trainer", "logger"]
+OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+
+
+def test_every_group_has_options():
+    for group in GROUPS:
+        assert any(g == group for g, _ in OPTIONS), f"conf/{group}/ has no options"
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_group_option_composes_and_validates(group, option):
+    cfg = compose_train([f"{group}={option}"])
+    validate(cfg)
+    OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_composes(name):
+    validate(compose_train([f"experiment={name}"]))
+
+
+def test_defaults_reproduce_the_tutorial():
+    cfg = compose_train()
+    assert cfg.model.input_size == 784 and cfg.model.num_classes == 10
+    assert resolve_hidden_sizes(cfg.model.depth, cfg.model.width, cfg.model.hidden_sizes) == [
+        512,
+        256,
+    ]
+    assert cfg.model.activation == "relu"
+    assert cfg.init.bias == 0.0
+    assert cfg.optimizer._target_ == "torch.optim.SGD"
+    assert (cfg.optimizer.lr, cfg.optimizer.momentum) == (0.01, 0.5)
+    assert cfg.data.batch_size == 64 and cfg.trainer.max_epochs == 5
+    assert (cfg.data.mean, cfg.data.std) == (0.1307, 0.3081)
+    assert cfg.seed == 0
+    assert cfg.trainer.val_check_interval == 100
+
+
+def test_unknown_group_option_lists_the_valid_ones():
+    with pytest.raises(MissingConfigException) as err:
+        compose_train(["init=hee"])
+    assert "hee" in str(err.value) and "xavier" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ("model.depth=0", "model.depth=0"),
+        ("model.depth=two", "model.depth='two'"),
+        ("model.width=-3", "model.width=-3"),
+        ("model.hidden_sizes=[512,0]", "model.hidden_sizes"),
+        ("model.activation=swish", "model.activation='swish'"),
+        ("optimizer.lr=0", "optimizer.lr=0"),
+        ("optimizer.lr=-0.1", "optimizer.lr=-0.1"),
+        ("data.batch_size=0", "data.batch_size=0"),
+        ("data.val_size=0", "data.val_size=0"),
+        ("thresholds=[0.9,1.5]", "1.5"),
+        ("seed=abc", "seed='abc'"),
+        ("trainer.max_epochs=0", "trainer.max_epochs=0"),
+    ],
+)
+def test_validate_names_field_and_value(override, field):
+    cfg = compose_train([override])
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    message = str(err.value)
+    assert field in message and "\n" not in message
+
+
+def test_hidden_sizes_and_width_conflict():
+    with pytest.raises(ConfigError, match="both set"):
+        validate(compose_train(["model.hidden_sizes=[10,10]", "model.width=5"]))
+
+
+@pytest.mark.parametrize(
+    ("depth", "width", "sizes", "expected"),
+    [
+        (2, None, None, [512, 256]),
+        (1, None, None, [512]),
+        (4, None, None, [512, 256, 256, 256]),
+        (3, 128, None, [128, 128, 128]),
+        (2, None, [100, 50, 25], [100, 50, 25]),
+    ],
+)
+def test_resolve_hidden_sizes(depth, width, sizes, expected):
+    assert resolve_hidden_sizes(depth, width, sizes) == expected

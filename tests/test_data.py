@@ -1,0 +1,122 @@
+"""The data module: splits, normalization, batching, the offline fallback."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from initlab.data import (
+    EMBEDDED_NAME,
+    MNIST_FILES,
+    MNIST_MEAN,
+    MNIST_STD,
+    BatchIndexSampler,
+    DataError,
+    MNISTDataModule,
+    load_torchvision_mnist,
+    normalize,
+    split_indices,
+    write_synthetic_mnist,
+)
+
+
+def test_split_indices_partition_and_are_fixed():
+    keep, out = split_indices(1000, 100, seed=0)
+    assert len(out) == 100 and len(keep) == 900
+    assert sorted(torch.cat([keep, out]).tolist()) == list(range(1000))
+    keep2, out2 = split_indices(1000, 100, seed=0)
+    assert torch.equal(out, out2) and torch.equal(keep, keep2)
+
+
+def test_normalize_arithmetic():
+    images = torch.tensor([[[0, 255]]], dtype=torch.uint8)
+    x = normalize(images)
+    assert x.shape == (1, 2) and x.dtype == torch.float32
+    expected = torch.tensor([[-MNIST_MEAN / MNIST_STD, (1 - MNIST_MEAN) / MNIST_STD]])
+    torch.testing.assert_close(x, expected)
+
+
+def test_synthetic_goes_through_torchvision(tmp_path):
+    write_synthetic_mnist(tmp_path, n_train=50, n_test=20, seed=1)
+    images, labels = load_torchvision_mnist(tmp_path, train=True, download=False)
+    assert images.shape == (50, 28, 28) and images.dtype == torch.uint8
+    assert labels.shape == (50,) and set(labels.tolist()) == set(range(10))
+
+
+def test_synthetic_datamodule_splits_without_overlap():
+    dm = MNISTDataModule(name="synthetic", val_size=200, synthetic_train=1000, synthetic_test=200)
+    dm.setup()
+    assert dm.dataset_name == "synthetic"
+    assert dm.sizes == {"train": 800, "val": 200, "test": 200}
+    train_rows = {tuple(r.tolist()) for r in dm.train.x}
+    assert not any(tuple(r.tolist()) in train_rows for r in dm.val.x)
+
+
+def test_val_size_must_leave_training_data():
+    dm = MNISTDataModule(name="synthetic", val_size=1000, synthetic_train=1000)
+    with pytest.raises(DataError, match="data.val_size=1000 must be between 1 and 999"):
+        dm.setup()
+
+
+def test_batches_are_reshuffled_per_epoch_and_reproducible():
+    sampler = BatchIndexSampler(n=100, batch_size=32, shuffle=True, seed=3)
+    assert len(sampler) == 4
+    epoch0 = torch.cat(list(sampler))
+    assert sorted(epoch0.tolist()) == list(range(100))
+    assert [len(b) for b in sampler] == [32, 32, 32, 4]
+    sampler.set_epoch(1)
+    epoch1 = torch.cat(list(sampler))
+    assert not torch.equal(epoch0, epoch1)
+    again = BatchIndexSampler(n=100, batch_size=32, shuffle=True, seed=3)
+    again.set_epoch(1)
+    assert torch.equal(torch.cat(list(again)), epoch1)
+    other_seed = BatchIndexSampler(n=100, batch_size=32, shuffle=True, seed=4)
+    other_seed.set_epoch(1)
+    assert not torch.equal(torch.cat(list(other_seed)), epoch1)
+
+
+def test_train_loader_yields_whole_batches_by_index():
+    dm = MNISTDataModule(name="synthetic", batch_size=64, val_size=200)
+    dm.setup()
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (64, 784) and y.shape == (64,)
+    assert len(dm.train_dataloader()) == 13  # ceil(800 / 64)
+
+
+def test_offline_fallback_uses_the_embedded_digits(tmp_path):
+    dm = MNISTDataModule(root=tmp_path, download=False, fallback=True)
+    with pytest.warns(UserWarning, match="FALLING BACK"):
+        dm.setup()
+    assert dm.dataset_name == EMBEDDED_NAME
+    assert dm.sizes == {"train": 3500, "val": 500, "test": 1000}
+    assert (tmp_path / f"{EMBEDDED_NAME}.pt").is_file()  # parsed once, cached
+    assert torch.bincount(torch.cat([dm.train.y, dm.val.y, dm.test.y])).tolist() == [500] * 10
+    again = MNISTDataModule(root=tmp_path, download=False)
+    with pytest.warns(UserWarning):
+        again.setup()
+    torch.testing.assert_close(again.test.x, dm.test.x)
+
+
+def test_offline_without_fallback_says_where_to_put_the_files(tmp_path):
+    dm = MNISTDataModule(root=tmp_path, download=False, fallback=False)
+    with pytest.raises(DataError) as err:
+        dm.setup()
+    message = str(err.value)
+    assert str(tmp_path / "MNIST" / "raw") in message
+    assert all(name in message for name in MNIST_FILES)
+
+
+@pytest.mark.mnist
+def test_real_mnist_splits_and_statistics(mnist_root):
+    dm = MNISTDataModule(root=mnist_root, download=False, fallback=False)
+    dm.setup()
+    assert dm.dataset_name == "mnist"
+    assert dm.sizes == {"train": 55000, "val": 5000, "test": 10000}
+    full = torch.cat([dm.train.x, dm.val.x])
+    # (0.1307, 0.3081) are the mean and std of the 60,000 training pixels/255 (to 4 digits)
+    assert abs(full.mean().item()) < 5e-4 / MNIST_STD
+    assert abs(full.std().item() - 1) < 5e-4 / MNIST_STD
+    keep, out = split_indices(60000, 5000, seed=0)
+    images, _ = load_torchvision_mnist(mnist_root, train=True, download=False)
+    torch.testing.assert_close(dm.val.x, normalize(images[out]))
+    torch.testing.assert_close(dm.train.x, normalize(images[keep]))

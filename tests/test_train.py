@@ -1,0 +1,167 @@
+"""End to end: the library's run() and train.py as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import math
+from functools import partial
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from initlab.results import STATUSES
+from initlab.run import run
+
+from .conftest import FAST, compose_train, run_train
+
+SGD = partial(torch.optim.SGD, lr=0.01, momentum=0.5)
+REQUIRED = [
+    "status", "init", "norm", "activation", "depth", "hidden_sizes", "seed", "optimizer",
+    "batch_size", "max_epochs", "dataset", "final", "history", "steps_to_val_acc", "timing",
+]  # fmt: skip
+FINAL = ["train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"]
+
+
+def _check_results(path: Path) -> dict:
+    r = json.loads(path.read_text())
+    missing = [k for k in REQUIRED if k not in r]
+    assert not missing, f"results.json lacks {missing}"
+    assert r["status"] in STATUSES
+    assert sorted(r["final"]) == sorted(FINAL)
+    assert set(r["optimizer"]) == {"name", "lr", "momentum"}
+    assert set(r["dataset"]) == {"name", "train", "val", "test"}
+    assert set(r["steps_to_val_acc"]) == {"0.90", "0.95", "0.97"}
+    assert set(r["timing"]) >= {"wall_s", "train_samples_per_s"}
+    for h in r["history"]:
+        assert set(h) == {"step", "epoch", "val_loss", "val_acc", "train_loss"}
+    return r
+
+
+def _scalars(logdir: Path) -> set[str]:
+    ea = EventAccumulator(str(logdir))
+    ea.Reload()
+    return set(ea.Tags()["scalars"])
+
+
+def test_run_trains_on_synthetic_data(tmp_path):
+    cfg = compose_train([*FAST, "trainer.max_epochs=2"])
+    r = run(cfg, tmp_path, SGD)
+    saved = _check_results(tmp_path / "results.json")
+    assert saved["status"] == "ok" and r["status"] == "ok"
+    assert saved["dataset"] == {"name": "synthetic", "train": 800, "val": 200, "test": 200}
+    assert saved["hidden_sizes"] == [512, 256] and saved["depth"] == 2
+    assert saved["final"]["test_acc"] > 0.5  # ten classes: chance is 0.1
+    # every 5 steps (counted across epochs) and at each epoch end (13 steps per epoch)
+    assert [h["step"] for h in saved["history"]] == [5, 10, 13, 15, 20, 25, 26]
+    assert [h["epoch"] for h in saved["history"]] == [0, 0, 0, 1, 1, 1, 1]
+    assert saved["final"]["val_acc"] == saved["history"][-1]["val_acc"]
+    assert saved["timing"]["train_samples"] == 1600
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    tags = _scalars(tmp_path / "tensorboard")
+    expected = {"train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc"}
+    assert expected <= tags
+
+
+def test_hparams_reach_tensorboard(tmp_path):
+    run(compose_train(FAST), tmp_path, SGD)
+    ea = EventAccumulator(str(tmp_path / "tensorboard"))
+    ea.Reload()
+    content = ea.PluginTagToContent("hparams")
+    assert "_hparams_/session_start_info" in content
+    blob = content["_hparams_/session_start_info"]
+    for name in [b"init", b"norm", b"depth", b"widths", b"lr", b"batch_size", b"seed", b"dataset"]:
+        assert name in blob
+    assert {"hp/val_acc", "hp/test_acc"} <= set(ea.Tags()["scalars"])
+
+
+def test_same_seed_same_results(tmp_path):
+    a = run(compose_train(FAST), tmp_path / "a", SGD)
+    b = run(compose_train(FAST), tmp_path / "b", SGD)
+    c = run(compose_train([*FAST, "seed=1"]), tmp_path / "c", SGD)
+    assert a["final"] == b["final"] and a["history"] == b["history"]
+    assert a["final"] != c["final"]
+
+
+def test_divergence_is_a_result(tmp_path):
+    cfg = compose_train([*FAST, "trainer.log_every_n_steps=1", "init.gain=50.0", "init=xavier"])
+    r = run(cfg, tmp_path, partial(torch.optim.SGD, lr=1e4))
+    assert r["status"] == "diverged"
+    assert r["diverged_at_step"] is not None and r["diverged_at_step"] < 13
+    saved = json.loads((tmp_path / "results.json").read_text())  # strict JSON: NaN became null
+    assert saved["status"] == "diverged" and saved["final"]["train_loss"] is None
+
+
+def test_failure_is_recorded_then_raised(tmp_path):
+    cfg = compose_train([*FAST, "init=zero", "norm=weightnorm"])
+    with pytest.raises(ValueError, match="weightnorm"):
+        run(cfg, tmp_path, SGD)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["status"] == "failed" and "weightnorm" in saved["error"]
+
+
+@pytest.mark.parametrize("norm", ["none", "batchnorm", "layernorm", "weightnorm"])
+def test_every_norm_trains(tmp_path, norm):
+    r = run(compose_train([*FAST, f"norm={norm}", "model.depth=3"]), tmp_path, SGD)
+    assert r["status"] == "ok" and r["hidden_sizes"] == [512, 256, 256]
+    assert r["norm"] == norm
+
+
+def test_cli_single_run(tmp_path):
+    out = tmp_path / "run"
+    proc = run_train([*FAST, "init=xavier", f"hydra.run.dir={out}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = _check_results(out / "results.json")
+    assert r["init"] == "xavier" and r["status"] == "ok"
+    assert "epoch 1/1" in proc.stdout + proc.stderr  # one concise line per epoch, no bar
+    assert (out / "train.log").is_file() and (out / ".hydra" / "config.yaml").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing else in the cwd
+
+
+def test_cli_multirun_sweeps_init_x_norm(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_train(
+        ["-m", "init=zero,xavier,he", "norm=none,batchnorm", *FAST, f"hydra.sweep.dir={sweep}"],
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    # override_dirname: the job's overrides, sorted, minus bookkeeping keys (progress_bar, ...)
+    fixed = [o for o in FAST if not o.startswith("progress_bar")]
+    expected = sorted(
+        ",".join(sorted([f"init={i}", f"norm={n}", *fixed]))
+        for i in ("zero", "xavier", "he")
+        for n in ("none", "batchnorm")
+    )
+    assert jobs == expected
+    for job in jobs:
+        r = _check_results(sweep / job / "results.json")
+        assert f"init={r['init']},norm={r['norm']}" in job
+        assert list((sweep / job / "tensorboard").glob("events.out.tfevents.*"))
+    assert "6 ok, 0 diverged, 0 failed" in proc.stdout + proc.stderr
+
+
+def test_cli_config_error_is_one_line_and_exit_2(tmp_path):
+    proc = run_train([*FAST, "model.depth=0", f"hydra.run.dir={tmp_path / 'x'}"], cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "model.depth=0 must be a positive integer" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "x" / "results.json").exists()
+
+
+@pytest.mark.mnist
+def test_zero_init_predicts_the_majority_class(tmp_path, mnist_root):
+    """All-zero weights can only learn the output bias: the net predicts '1' (1,135 of 10,000)."""
+    cfg = compose_train(["init=zero", f"data.root={mnist_root}", "trainer.max_epochs=1"])
+    r = run(cfg, tmp_path, SGD)
+    assert r["dataset"]["name"] == "mnist"
+    assert r["final"]["test_acc"] == pytest.approx(0.1135, abs=1e-6)
+
+
+@pytest.mark.mnist
+@pytest.mark.slow
+def test_he_reaches_the_tutorials_accuracy(tmp_path, mnist_root):
+    r = run(compose_train(["init=he", f"data.root={mnist_root}"]), tmp_path, SGD)
+    assert r["status"] == "ok" and r["final"]["test_acc"] >= 0.965
+    assert not math.isnan(r["timing"]["train_samples_per_s"])
