@@ -1,21 +1,38 @@
 """Initializers: one small function per strategy, looked up by name in ``INITS``.
 
-Each initializer fills one ``nn.Linear`` weight in place from the torch RNG (seeded once per
-run). Its keyword parameters come from the config (``init.gain=...``); fan sizes come from the
-weight's shape, ``(fan_out, fan_in)``. Biases are set separately, to ``init.bias`` (default 0).
+Each initializer fills one ``nn.Linear`` weight in place, ``INITS[name](weight, **params)``,
+from the torch global RNG (seeded once per run). Its keyword parameters come from the config
+(``init.std=0.05``, ``init.gain=2.0``, ``init.mode=fan_out``); fan sizes come from the weight's
+shape, ``(fan_out, fan_in)``. On a Parameter, call them under ``torch.no_grad()`` (as
+``apply_init`` does). Formulas, variances and sources of all 17: ``docs/inits.md``.
+
+Three small tables say what some inits need beyond one weight; ``apply_init`` reads them:
+
+- ``USES_ACTIVATION``: gets ``activation=`` (the model's), for its gain (kaiming, orthogonal).
+- ``OWN_BIAS``: sets its own biases, ``fn(bias, weight)``, when ``init.bias`` is null (default).
+  For every other init, a null bias means 0.
+- ``DATA_DEPENDENT``: a second pass over the whole model on a batch of training inputs,
+  ``fn(model, batch, **params)``, after every weight is filled (lsuv). Its ``INITS`` entry is the
+  per-weight first step, and its config parameters go to the second pass.
 
 Adding an init: write ``def name_(weight, ...)`` here, add it to ``INITS``, and add
-``conf/init/<name>.yaml``.
+``conf/init/<name>.yaml`` with ``name: <name>``, its parameters and ``bias``.
 """
 
 from __future__ import annotations
 
+import inspect
+import logging
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from initlab.mlp import ACTIVATIONS
+
+log = logging.getLogger(__name__)
 
 
 def fans(weight: Tensor) -> tuple[int, int]:
@@ -24,9 +41,56 @@ def fans(weight: Tensor) -> tuple[int, int]:
     return fan_in, fan_out
 
 
+def activation_gain(activation: str) -> float:
+    """``torch.nn.init.calculate_gain`` of a model activation (relu sqrt(2), tanh 5/3, ...).
+
+    leaky_relu uses the slope the model's LeakyReLU has (0.01). GELU has no entry in PyTorch's
+    table: it gets ReLU's sqrt(2), which it approaches for |x| >> 1.
+    """
+    if activation == "gelu":
+        return nn.init.calculate_gain("relu")
+    if activation == "leaky_relu":
+        return nn.init.calculate_gain("leaky_relu", ACTIVATIONS["leaky_relu"]().negative_slope)
+    return nn.init.calculate_gain(activation)
+
+
+# -- constant: the tutorial's symmetric inits ------------------------------------------------
+
+
 def zero_(weight: Tensor) -> None:
     """All weights 0: every hidden unit computes the same thing, and gets no gradient."""
     weight.zero_()
+
+
+def constant_(weight: Tensor, value: float = 0.1) -> None:
+    """All weights ``value``: units differ from 0 but not from each other; symmetry never breaks."""
+    weight.fill_(value)
+
+
+# -- fixed scale: the tutorial's small and large random inits --------------------------------
+
+
+def small_uniform_(weight: Tensor, bound: float = 0.1) -> None:
+    """U[-bound, bound], bound 0.1: variance bound^2 / 3, whatever the layer's size."""
+    weight.uniform_(-bound, bound)
+
+
+def small_normal_(weight: Tensor, std: float = 0.01) -> None:
+    """N(0, std^2), std 0.01: the tutorial's "N(0, 0.01)", read as the std, not the variance."""
+    weight.normal_(0.0, std)
+
+
+def large_uniform_(weight: Tensor, bound: float = 1.0) -> None:
+    """U[-bound, bound], bound 1: variance 1/3, so activations grow ~ sqrt(fan_in / 3) per layer."""
+    weight.uniform_(-bound, bound)
+
+
+def large_normal_(weight: Tensor, std: float = 1.0) -> None:
+    """N(0, std^2) with std 1: activations grow ~ sqrt(fan_in) per layer."""
+    weight.normal_(0.0, std)
+
+
+# -- fan-scaled ------------------------------------------------------------------------------
 
 
 def xavier_(weight: Tensor, gain: float = 1.0) -> None:
@@ -36,34 +100,241 @@ def xavier_(weight: Tensor, gain: float = 1.0) -> None:
     weight.uniform_(-bound, bound)
 
 
+def xavier_normal_(weight: Tensor, gain: float = 1.0) -> None:
+    """Glorot & Bengio (2010), normal: N(0, gain^2 * 2 / (fan_in + fan_out))."""
+    fan_in, fan_out = fans(weight)
+    weight.normal_(0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)))
+
+
 def he_(weight: Tensor) -> None:
     """He et al. (2015), for ReLU: N(0, 2 / fan_in), so E[h^2] is preserved layer to layer."""
     fan_in, _ = fans(weight)
     weight.normal_(0.0, math.sqrt(2.0 / fan_in))
 
 
+def he_uniform_(weight: Tensor) -> None:
+    """He et al. (2015), uniform: U[-sqrt(6 / fan_in), sqrt(6 / fan_in)], variance 2 / fan_in."""
+    fan_in, _ = fans(weight)
+    bound = math.sqrt(6.0 / fan_in)
+    weight.uniform_(-bound, bound)
+
+
+def kaiming_(
+    weight: Tensor, activation: str = "relu", mode: str = "fan_in", distribution: str = "normal"
+) -> None:
+    """He et al. (2015) generalised: std = gain / sqrt(fan), gain of the model's activation.
+
+    ``mode`` fan_in keeps the forward variance, fan_out the backward one; ``distribution`` normal
+    N(0, std^2) or uniform U[-sqrt(3) std, sqrt(3) std]. For ReLU, fan_in, normal: exactly ``he``.
+    """
+    fan_in, fan_out = fans(weight)
+    if mode not in ("fan_in", "fan_out"):
+        raise ValueError(f"init.mode={mode!r} is not one of: fan_in, fan_out")
+    std = activation_gain(activation) / math.sqrt(fan_in if mode == "fan_in" else fan_out)
+    if distribution == "normal":
+        weight.normal_(0.0, std)
+    elif distribution == "uniform":
+        weight.uniform_(-math.sqrt(3.0) * std, math.sqrt(3.0) * std)
+    else:
+        raise ValueError(f"init.distribution={distribution!r} is not one of: normal, uniform")
+
+
+def tutorial_he_(weight: Tensor) -> None:
+    """The tutorial's "He": U[-sqrt(2 / fan_in), sqrt(2 / fan_in)].
+
+    Its variance is 2 / (3 fan_in), one third of He's 2 / fan_in: each ReLU layer shrinks
+    E[h^2] by 3. Kept as its own arm to measure what the slip costs.
+    """
+    fan_in, _ = fans(weight)
+    bound = math.sqrt(2.0 / fan_in)
+    weight.uniform_(-bound, bound)
+
+
+def lecun_(weight: Tensor) -> None:
+    """LeCun et al. (1998): N(0, 1 / fan_in), for activations with gain 1 (tanh-like, SELU)."""
+    fan_in, _ = fans(weight)
+    weight.normal_(0.0, math.sqrt(1.0 / fan_in))
+
+
+# -- structured ------------------------------------------------------------------------------
+
+
+def orthogonal_(weight: Tensor, gain: float | None = None, activation: str = "relu") -> None:
+    """Saxe et al. (2013): a random orthogonal matrix (QR of a Gaussian one) times ``gain``.
+
+    Rows orthonormal when fan_out <= fan_in, else columns: W W^T (or W^T W) = gain^2 I.
+    ``gain`` None: the activation's gain (``activation_gain``).
+    """
+    nn.init.orthogonal_(weight, gain=activation_gain(activation) if gain is None else gain)
+
+
+def default_(weight: Tensor) -> None:
+    """PyTorch's own ``nn.Linear`` init: kaiming_uniform_(a=sqrt(5)), i.e. U[+-1/sqrt(fan_in)].
+
+    Its bias is drawn too (``default_bias_``) unless ``init.bias`` is set: "no init" is an arm.
+    """
+    nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+
+
+def default_bias_(bias: Tensor, weight: Tensor) -> None:
+    """PyTorch's own ``nn.Linear`` bias: U[-1/sqrt(fan_in), 1/sqrt(fan_in)]."""
+    fan_in, _ = fans(weight)
+    bound = 1.0 / math.sqrt(fan_in)
+    bias.uniform_(-bound, bound)
+
+
+def hadamard(n: int) -> Tensor:
+    """The n x n Sylvester Hadamard matrix (n a power of 2): entries +-1, H H^T = n I."""
+    h = torch.ones(1, 1)
+    while h.shape[0] < n:
+        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
+    return h
+
+
+def zero_identity_(weight: Tensor) -> None:
+    """ZerO (Zhao et al. 2021, Algorithm 1): deterministic, only zeros and ones (up to a scale).
+
+    fan_out <= fan_in: the partial identity I[:fan_out, :fan_in] (unit i copies input i).
+    fan_out > fan_in (a layer that widens): c * H[:fan_out, :fan_in], H the 2^m Sylvester
+    Hadamard matrix with m = ceil(log2(fan_out)) and c = 2^(-(m-1)/2), as the paper has it.
+    """
+    fan_in, fan_out = fans(weight)
+    if fan_out <= fan_in:
+        weight.copy_(torch.eye(fan_out, fan_in))
+    else:
+        m = math.ceil(math.log2(fan_out))
+        weight.copy_(2 ** (-(m - 1) / 2) * hadamard(2**m)[:fan_out, :fan_in])
+
+
+def lsuv_preinit_(weight: Tensor) -> None:
+    """LSUV's first step: an orthonormal matrix (gain 1). ``lsuv_`` then rescales on data."""
+    nn.init.orthogonal_(weight)
+
+
+def _output_var(model: nn.Module, layer: nn.Module, x: Tensor) -> float:
+    """Variance of all of ``layer``'s outputs when ``model`` runs on ``x``."""
+    seen: list[float] = []
+    handle = layer.register_forward_hook(lambda _m, _in, out: seen.append(out.var().item()))
+    try:
+        model(x)
+    finally:
+        handle.remove()
+    return seen[0]
+
+
+@torch.no_grad()
+def lsuv_(
+    model: nn.Module, batch: Tensor, tol: float = 0.1, max_iter: int = 10, batch_size: int = 1000
+) -> None:
+    """Mishkin & Matas (2016), after ``lsuv_preinit_``: layer-sequential unit variance.
+
+    On the first ``batch_size`` rows of ``batch``, for each Linear in forward order (the output
+    layer too): W <- W / sqrt(Var(Wx + b)) until |Var - 1| < ``tol``, at most ``max_iter`` times.
+    The variance is that of the Linear's own output, before any BatchNorm/LayerNorm; the norm
+    layers upstream run in training mode (batch statistics), as in training. Their running
+    statistics are restored afterwards: the init leaves no trace of the batch but the weights.
+    """
+    x = batch[:batch_size]
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    was_training = model.training
+    model.train()
+    try:
+        for name, layer in model.named_modules():
+            if not isinstance(layer, nn.Linear):
+                continue
+            for _ in range(max_iter):
+                var = _output_var(model, layer, x)
+                if abs(var - 1.0) < tol:
+                    break
+                if not (math.isfinite(var) and var > 0):
+                    raise ValueError(f"init=lsuv: layer {name!r} has output variance {var}")
+                layer.weight.div_(math.sqrt(var))
+            else:
+                log.warning(
+                    "init=lsuv: layer %r: variance %.3f after %d steps", name, var, max_iter
+                )
+    finally:
+        for name, b in model.named_buffers():
+            b.copy_(buffers[name])
+        model.train(was_training)
+
+
 INITS: dict[str, Callable[..., None]] = {
     "zero": zero_,
+    "constant": constant_,
+    "small_uniform": small_uniform_,
+    "small_normal": small_normal_,
+    "large_uniform": large_uniform_,
+    "large_normal": large_normal_,
     "xavier": xavier_,
+    "xavier_normal": xavier_normal_,
     "he": he_,
+    "he_uniform": he_uniform_,
+    "kaiming": kaiming_,
+    "tutorial_he": tutorial_he_,
+    "lecun": lecun_,
+    "orthogonal": orthogonal_,
+    "default": default_,
+    "lsuv": lsuv_preinit_,
+    "zero_identity": zero_identity_,
 }
+USES_ACTIVATION = frozenset({"kaiming", "orthogonal"})
+OWN_BIAS: dict[str, Callable[[Tensor, Tensor], None]] = {"default": default_bias_}
+DATA_DEPENDENT: dict[str, Callable[..., None]] = {"lsuv": lsuv_}
+NORM_LAYERS = (nn.BatchNorm1d, nn.LayerNorm)
 
 
-def apply_init(model: nn.Module, spec: Mapping[str, Any]) -> None:
-    """Initialize every Linear layer of ``model`` as ``spec`` says.
+def init_parameters(name: str) -> list[str]:
+    """The config parameters of init ``name`` (besides ``name`` and ``bias``)."""
+    fn = DATA_DEPENDENT.get(name, INITS[name])
+    context = {"weight", "activation", "model", "batch"}
+    return [p for p in inspect.signature(fn).parameters if p not in context]
 
-    ``spec`` is ``{"name": <key of INITS>, "bias": <float, default 0>, **init parameters}``,
-    the shape of a ``conf/init/*.yaml`` file.
+
+def apply_init(
+    model: nn.Module,
+    spec: Mapping[str, Any],
+    batch: Tensor | None = None,
+    activation: str = "relu",
+) -> None:
+    """Initialize ``model`` as ``spec`` says: every Linear's weight and bias, then the norms.
+
+    ``spec`` is ``{"name": <key of INITS>, "bias": <float or None>, **init parameters}``, the
+    shape of a ``conf/init/*.yaml`` file. ``bias`` None (or absent) is the init's own default: 0,
+    or PyTorch's U[+-1/sqrt(fan_in)] for ``default``; a number sets every Linear bias to it.
+    BatchNorm/LayerNorm layers are reset to gamma 1, beta 0 (and fresh running statistics).
+    ``batch``: training inputs, for the data-dependent inits (lsuv); ``activation``: the model's,
+    for the inits whose gain depends on it.
     """
     params = dict(spec)
     name = params.pop("name")
-    bias = float(params.pop("bias", 0.0))
+    bias = params.pop("bias", None)
     if name not in INITS:
         raise ValueError(f"init={name!r} is not one of: {', '.join(sorted(INITS))}")
-    init = INITS[name]
+    unknown = sorted(set(params) - set(init_parameters(name)))
+    if unknown:
+        takes = ", ".join([*init_parameters(name), "bias"])
+        raise ValueError(f"init={name} has no parameter {', '.join(unknown)} (it takes: {takes})")
+    second_pass = DATA_DEPENDENT.get(name)
+    if second_pass is not None and batch is None:
+        raise ValueError(f"init={name} is data-dependent: apply_init needs batch=<training inputs>")
+    weight_params = {} if second_pass is not None else params
+    if name in USES_ACTIVATION:
+        weight_params = {"activation": activation, **weight_params}
     with torch.no_grad():
         for layer in model.modules():
-            if isinstance(layer, nn.Linear):
-                init(layer.weight, **params)
-                if layer.bias is not None:
-                    layer.bias.fill_(bias)
+            if isinstance(layer, NORM_LAYERS):
+                layer.reset_parameters()
+            if not isinstance(layer, nn.Linear):
+                continue
+            INITS[name](layer.weight, **weight_params)
+            if layer.bias is None:
+                continue
+            if bias is not None:
+                layer.bias.fill_(float(bias))
+            elif name in OWN_BIAS:
+                OWN_BIAS[name](layer.bias, layer.weight)
+            else:
+                layer.bias.zero_()
+        if second_pass is not None:
+            second_pass(model, batch, **params)

@@ -60,8 +60,12 @@ def build_mlp(
     activation: str = "relu",
     norm: str = "none",
     init: Callable[[nn.Module], None] | None = None,
+    init_name: str | None = None,
 ) -> nn.Sequential:
-    """Build the network, apply ``init`` to it, then register weight norm if asked for."""
+    """Build the network, apply ``init`` to it, then register weight norm if asked for.
+
+    ``init_name`` only names the init in error messages.
+    """
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation={activation!r} is not one of: {', '.join(ACTIVATIONS)}")
     if norm not in NORMS:
@@ -79,23 +83,27 @@ def build_mlp(
     if init is not None:
         init(net)
     if norm == "weightnorm":
-        register_weight_norm(net)
+        register_weight_norm(net, init_name)
     return net
 
 
-def register_weight_norm(net: nn.Module) -> None:
+def register_weight_norm(net: nn.Module, init_name: str | None = None) -> None:
     """w = g * v / ||v|| per output unit, starting from the current weights (so w is unchanged).
 
     A weight row of all zeros has no direction (0/0 = NaN): refuse rather than train on NaN.
+    That is init=zero (or constant with value 0); constant with value c != 0 has rows of norm
+    |c| sqrt(fan_in), so it registers fine, and its units stay identical, as without weight norm.
     """
     for name, layer in net.named_modules():
         if not isinstance(layer, nn.Linear):
             continue
         zero_rows = int((layer.weight.detach().norm(dim=1) == 0).sum())
         if zero_rows:
+            combination = f"init={init_name} with " if init_name else ""
             raise ValueError(
-                f"norm=weightnorm needs nonzero weight rows, but layer {name!r} has {zero_rows} "
-                "all-zero rows (direction 0/0 = NaN): use a random init with weight norm"
+                f"{combination}norm=weightnorm needs nonzero weight rows, but layer {name!r} has "
+                f"{zero_rows} all-zero rows (direction v/||v|| = 0/0 = NaN): use an init with "
+                "nonzero rows (a random init, or constant with init.value != 0)"
             )
         parametrizations.weight_norm(layer, name="weight", dim=0)
 

@@ -129,7 +129,10 @@ def run(
             m["num_classes"],
             activation=m["activation"],
             norm=cfg["norm"]["name"],
-            init=partial(apply_init, spec=cfg["init"]),
+            init=partial(
+                apply_init, spec=cfg["init"], batch=datamodule.train.x, activation=m["activation"]
+            ),
+            init_name=cfg["init"]["name"],
         )
         trainer_kwargs = dict(cfg["trainer"])
         module = Classifier(
