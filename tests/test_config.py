@@ -11,7 +11,7 @@ from initlab.mlp import resolve_hidden_sizes
 
 from .conftest import CONF, compose_train
 
-GROUPS = ["init", "norm", "model", "data", "optimizer", "trainer", "logger"]
+GROUPS = ["init", "norm", "model", "data", "optimizer", "trainer", "logger", "diagnostics"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 

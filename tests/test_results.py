@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from initlab.results import steps_to_threshold, write_json_atomic
+from initlab.results import area_under_val_acc, first_reaching, write_json_atomic
 
 
 def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):
@@ -26,15 +26,25 @@ def test_failed_write_keeps_the_old_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
 
 
-def test_steps_to_threshold():
+def test_first_reaching_steps_and_seconds():
     history = [
-        {"step": 100, "val_acc": 0.85},
-        {"step": 200, "val_acc": 0.93},
-        {"step": 300, "val_acc": None},
-        {"step": 400, "val_acc": 0.96},
+        {"step": 100, "wall_s": 1.0, "val_acc": 0.85},
+        {"step": 200, "wall_s": 2.5, "val_acc": 0.93},
+        {"step": 300, "wall_s": 3.0, "val_acc": None},
+        {"step": 400, "wall_s": 4.0, "val_acc": 0.96},
     ]
-    assert steps_to_threshold(history, [0.9, 0.95, 0.97]) == {
-        "0.90": 200,
-        "0.95": 400,
-        "0.97": None,
-    }
+    assert first_reaching(history, [0.9, 0.95, 0.97]) == {"0.90": 200, "0.95": 400, "0.97": None}
+    assert first_reaching(history, [0.9], key="wall_s") == {"0.90": 2.5}
+
+
+def test_area_under_val_acc_is_the_step_weighted_mean():
+    # 0 -> 100: ramp 0.1 -> 0.9 (mean 0.5); 100 -> 300: flat 0.9; mean = (50 + 180) / 300
+    history = [
+        {"step": 0, "val_acc": 0.1},
+        {"step": 100, "val_acc": 0.9},
+        {"step": 300, "val_acc": 0.9},
+    ]
+    assert area_under_val_acc(history) == pytest.approx(230 / 300)
+    assert area_under_val_acc(history[:1]) is None
+    flat = [{"step": s, "val_acc": 0.7} for s in (0, 10, 20)]
+    assert area_under_val_acc(flat) == pytest.approx(0.7)

@@ -35,7 +35,11 @@ def _check_results(path: Path) -> dict:
     assert set(r["steps_to_val_acc"]) == {"0.90", "0.95", "0.97"}
     assert set(r["timing"]) >= {"wall_s", "train_samples_per_s"}
     for h in r["history"]:
-        assert set(h) == {"step", "epoch", "val_loss", "val_acc", "train_loss"}
+        assert set(h) == {"step", "epoch", "val_loss", "val_acc", "train_loss", "wall_s"}
+    assert set(r["seconds_to_val_acc"]) == {"0.90", "0.95", "0.97"}
+    if r["status"] == "ok":
+        assert r["history"][0]["step"] == 0 and r["history"][0]["train_loss"] is None
+        assert 0 <= r["auc_val_acc"] <= 1
     return r
 
 
@@ -53,9 +57,11 @@ def test_run_trains_on_synthetic_data(tmp_path):
     assert saved["dataset"] == {"name": "synthetic", "train": 800, "val": 200, "test": 200}
     assert saved["hidden_sizes"] == [512, 256] and saved["depth"] == 2
     assert saved["final"]["test_acc"] > 0.5  # ten classes: chance is 0.1
-    # every 5 steps (counted across epochs) and at each epoch end (13 steps per epoch)
-    assert [h["step"] for h in saved["history"]] == [5, 10, 13, 15, 20, 25, 26]
-    assert [h["epoch"] for h in saved["history"]] == [0, 0, 0, 1, 1, 1, 1]
+    # at step 0, every 5 steps (counted across epochs) and at each epoch end (13 steps per epoch)
+    assert [h["step"] for h in saved["history"]] == [0, 5, 10, 13, 15, 20, 25, 26]
+    assert [h["epoch"] for h in saved["history"]] == [0, 0, 0, 0, 1, 1, 1, 1]
+    walls = [h["wall_s"] for h in saved["history"]]
+    assert walls == sorted(walls)
     assert saved["final"]["val_acc"] == saved["history"][-1]["val_acc"]
     assert saved["timing"]["train_samples"] == 1600
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
@@ -80,7 +86,11 @@ def test_same_seed_same_results(tmp_path):
     a = run(compose_train(FAST), tmp_path / "a", SGD)
     b = run(compose_train(FAST), tmp_path / "b", SGD)
     c = run(compose_train([*FAST, "seed=1"]), tmp_path / "c", SGD)
-    assert a["final"] == b["final"] and a["history"] == b["history"]
+
+    def metrics(r):  # wall-clock times differ between runs, the metrics must not
+        return [{k: v for k, v in h.items() if k != "wall_s"} for h in r["history"]]
+
+    assert a["final"] == b["final"] and metrics(a) == metrics(b)
     assert a["final"] != c["final"]
 
 

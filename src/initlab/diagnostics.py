@@ -1,20 +1,178 @@
-"""Per-layer diagnostics of a network: what the tutorial's arguments predict, measured."""
+"""Per-layer diagnostics: what the tutorial's arguments predict, measured during training.
+
+``LayerDiagnostics`` is a Lightning callback in the spirit of fastai's ActivationStats and mup's
+coord_check: forward hooks on each hidden activation record, every ``every_n_steps`` steps, the
+activation statistics, dead units, weight and gradient norms and the relative update size. Hooks
+are attached only for the steps that are measured, so the other steps pay nothing.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+import lightning as L
 import torch
-from torch import nn
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import Tensor, nn
 
 
 @torch.no_grad()
-def distinct_units(layer: nn.Linear, atol: float = 1e-6) -> int:
-    """How many different units a layer has: its rows of [W | b], equal within ``atol``, count once.
+def distinct_units(layer: nn.Linear, dead: Tensor | None = None, atol: float = 1e-6) -> int:
+    """How many different units a layer has: rows of [W | b] equal within ``atol`` count once,
+    and so do all dead units (``dead``: a bool mask of units that output 0 for every input).
 
     Zero or constant init gives 1 (the tutorial's symmetry problem); a random init gives the width.
     """
     rows = layer.weight
     if layer.bias is not None:
         rows = torch.cat([rows, layer.bias[:, None]], dim=1)
-    close = torch.cdist(rows[None].double(), rows[None].double(), p=float("inf"))[0] <= atol
+    rows = rows.double()
+    alive = torch.ones(len(rows), dtype=torch.bool) if dead is None else ~dead.cpu()
+    n_dead = len(rows) - int(alive.sum())
+    rows = rows[alive.to(rows.device)]
+    close = torch.cdist(rows[None], rows[None], p=float("inf"))[0] <= atol
     # a row counts unless an earlier row equals it
-    return int((~close.tril(diagonal=-1).any(dim=1)).sum())
+    return int((~close.tril(diagonal=-1).any(dim=1)).sum()) + (1 if n_dead else 0)
+
+
+def hidden_layers(net: nn.Module) -> list[tuple[str, nn.Linear, nn.Module]]:
+    """(name, Linear, activation module) for each hidden layer of an initlab MLP (fc{i}/act{i})."""
+    children = dict(net.named_children())
+    return [
+        (name, layer, children[f"act{name[2:]}"])
+        for name, layer in children.items()
+        if name.startswith("fc") and f"act{name[2:]}" in children
+    ]
+
+
+def _weight_grad_norm(layer: nn.Module) -> float:
+    """Gradient norm of a layer's weight parameters (W, or g and v under weight norm)."""
+    sq = [
+        p.grad.detach().pow(2).sum()
+        for name, p in layer.named_parameters()
+        if p.grad is not None and not name.endswith("bias")
+    ]
+    return float(torch.stack(sq).sum().sqrt()) if sq else 0.0
+
+
+class LayerDiagnostics(Callback):
+    """Per-layer statistics logged as TensorBoard scalars grouped per layer (``fc1/...``).
+
+    Every ``every_n_steps`` steps: for each hidden layer the activation mean and std, the
+    pre-activation second moment q, the dead-unit fraction (units whose output is 0 for every input
+    of the batch), and for every Linear the weight norm, gradient norm and update-to-weight ratio
+    ||dW|| / ||W||. At step 0 and at each epoch's last step: the number of distinct units per
+    hidden layer (1 means the layer is symmetric: zero or constant init) and, if ``histograms``,
+    histograms of weights, pre-activations and gradients (also every ``histogram_every_n_steps``).
+    """
+
+    def __init__(
+        self,
+        every_n_steps: int = 50,
+        histograms: bool = True,
+        histogram_every_n_steps: int | None = None,
+        symmetry: bool = True,
+    ) -> None:
+        self.every_n_steps = every_n_steps
+        self.histograms = histograms
+        self.histogram_every_n_steps = histogram_every_n_steps
+        self.symmetry = symmetry
+        self._hooks: list[Any] = []
+        self._captured: dict[str, tuple[Tensor, Tensor]] = {}
+        self._plan: dict[str, bool] = {}
+        self._before: dict[str, Tensor] = {}
+        self._grad_norms: dict[str, float] = {}
+        self._grads: dict[str, Tensor] = {}
+        self._step = 0
+
+    # -- which steps ----------------------------------------------------------------------
+    def _make_plan(self, trainer: L.Trainer, batch_idx: int) -> dict[str, bool]:
+        step = trainer.global_step
+        boundary = step == 0 or batch_idx == trainer.num_training_batches - 1
+        hist_every = self.histogram_every_n_steps
+        return {
+            "stats": step % self.every_n_steps == 0 or boundary,
+            "symmetry": self.symmetry and boundary,
+            "histograms": self.histograms
+            and (boundary or bool(hist_every and step % hist_every == 0)),
+        }
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._plan = self._make_plan(trainer, batch_idx)
+        self._step = trainer.global_step
+        if not any(self._plan.values()):
+            return
+        for name, _, act in hidden_layers(pl_module.net):
+            self._hooks.append(act.register_forward_hook(self._capture(name)))
+
+    def _capture(self, name: str):
+        def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+            self._captured[name] = (inputs[0].detach(), output.detach())
+
+        return hook
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if not self._plan.get("stats") and not self._plan.get("histograms"):
+            return
+        for name, layer in _linears(pl_module.net):
+            self._grad_norms[name] = _weight_grad_norm(layer)
+            self._before[name] = layer.weight.detach().clone()
+            if self._plan.get("histograms") and layer.weight.grad is not None:
+                self._grads[name] = layer.weight.grad.detach().clone()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks.clear()
+        if not any(self._plan.values()):
+            return
+        metrics: dict[str, float] = {}
+        net = pl_module.net
+        dead_masks: dict[str, Tensor] = {}
+        for name, (pre, post) in self._captured.items():
+            dead = (post == 0).all(dim=0)
+            dead_masks[name] = dead
+            if self._plan["stats"]:
+                metrics[f"{name}/act_mean"] = post.mean()
+                metrics[f"{name}/act_std"] = post.std()
+                metrics[f"{name}/preact_q"] = pre.pow(2).mean()
+                metrics[f"{name}/dead_fraction"] = dead.float().mean()
+        if self._plan["stats"]:
+            for name, layer in _linears(net):
+                w = layer.weight.detach()
+                metrics[f"{name}/weight_norm"] = w.norm()
+                if name in self._grad_norms:
+                    metrics[f"{name}/grad_norm"] = self._grad_norms[name]
+                before = self._before.get(name)
+                if before is not None and before.norm() > 0:
+                    metrics[f"{name}/update_ratio"] = (w - before).norm() / before.norm()
+        if self._plan["symmetry"]:
+            for name, layer, _ in hidden_layers(net):
+                metrics[f"{name}/distinct_units"] = distinct_units(layer, dead_masks.get(name))
+        metrics = {k: float(v) for k, v in metrics.items()}
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=self._step)
+        if self._plan["histograms"]:
+            self._log_histograms(trainer, net)
+        self._captured.clear()
+        self._before.clear()
+        self._grads.clear()
+        self._grad_norms.clear()
+
+    def _log_histograms(self, trainer: L.Trainer, net: nn.Module) -> None:
+        for logger in trainer.loggers:
+            if not isinstance(logger, TensorBoardLogger):
+                continue
+            writer = logger.experiment
+            for name, layer in _linears(net):
+                weight = self._before.get(name, layer.weight.detach())
+                writer.add_histogram(f"{name}/weight", weight, self._step)
+                if name in self._grads:
+                    writer.add_histogram(f"{name}/grad", self._grads[name], self._step)
+                if name in self._captured:
+                    writer.add_histogram(f"{name}/preact", self._captured[name][0], self._step)
+
+
+def _linears(net: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(n, m) for n, m in net.named_children() if isinstance(m, nn.Linear)]

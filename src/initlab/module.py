@@ -7,6 +7,7 @@ only sync (logging the step loss, checking it is finite) happens every ``log_eve
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -32,9 +33,9 @@ def _mean() -> MeanMetric:
 class Classifier(L.LightningModule):
     """Trains ``net`` with cross-entropy and records what the study needs.
 
-    ``history`` gets one entry per validation (step, epoch, val loss/acc and the mean training
-    loss since the previous validation); ``diverged_at_step`` is set, and training stopped, when
-    the training loss stops being finite.
+    ``history`` gets one entry per validation, the first at step 0 before training (step, epoch,
+    val loss/acc, the mean training loss since the previous validation, seconds since fit start);
+    ``diverged_at_step`` is set, and training stopped, when the training loss stops being finite.
     """
 
     def __init__(
@@ -55,6 +56,10 @@ class Classifier(L.LightningModule):
         self.history: list[dict[str, Any]] = []
         self.epoch_train: dict[str, float] = {}
         self.diverged_at_step: int | None = None
+        self._fit_t0 = time.perf_counter()
+
+    def on_fit_start(self) -> None:
+        self._fit_t0 = time.perf_counter()
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -118,8 +123,10 @@ class Classifier(L.LightningModule):
         self.val_acc.reset()
         self.log("val/loss", val_loss)
         self.log("val/acc", val_acc)
-        if self.trainer.sanity_checking or self.trainer.state.fn != TrainerFn.FITTING:
+        if self.trainer.state.fn != TrainerFn.FITTING:
             return
+        if self.trainer.sanity_checking and self.global_step != 0:
+            return  # the validation before training counts only at step 0 (not on a resume)
         window = float(self.window_loss.compute()) if self.window_loss.update_count else None
         self.window_loss.reset()
         self.history.append(
@@ -129,6 +136,7 @@ class Classifier(L.LightningModule):
                 "val_loss": val_loss,
                 "val_acc": val_acc,
                 "train_loss": window,
+                "wall_s": time.perf_counter() - self._fit_t0,
             }
         )
 

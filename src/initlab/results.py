@@ -49,17 +49,29 @@ def write_json_atomic(path: str | Path, obj: Any) -> Path:
     return path
 
 
-def steps_to_threshold(
-    history: Sequence[Mapping[str, Any]], thresholds: Iterable[float]
-) -> dict[str, int | None]:
-    """For each threshold, the first validation step whose val_acc reached it (None: never)."""
-    out: dict[str, int | None] = {}
+def first_reaching(
+    history: Sequence[Mapping[str, Any]], thresholds: Iterable[float], key: str = "step"
+) -> dict[str, float | None]:
+    """For each threshold, ``key`` ("step" or "wall_s") of the first validation whose val_acc
+    reached it (None: never). Keys are the thresholds with two decimals: "0.90"."""
+    out: dict[str, float | None] = {}
     for t in thresholds:
-        hit = next(
-            (h["step"] for h in history if h["val_acc"] is not None and h["val_acc"] >= t), None
+        out[f"{t:.2f}"] = next(
+            (h[key] for h in history if h["val_acc"] is not None and h["val_acc"] >= t), None
         )
-        out[f"{t:.2f}"] = hit
     return out
+
+
+def area_under_val_acc(history: Sequence[Mapping[str, Any]]) -> float | None:
+    """Mean val accuracy over training steps: the trapezoid area under val_acc(step) from the
+    first to the last validation, divided by that step range. In [0, 1]; higher is faster."""
+    points = [(h["step"], h["val_acc"]) for h in history if h["val_acc"] is not None]
+    if len(points) < 2 or points[-1][0] == points[0][0]:
+        return None
+    area = sum(
+        (s1 - s0) * (a0 + a1) / 2 for (s0, a0), (s1, a1) in zip(points, points[1:], strict=False)
+    )
+    return area / (points[-1][0] - points[0][0])
 
 
 def read_results(path: str | Path) -> dict[str, Any]:

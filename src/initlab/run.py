@@ -22,10 +22,17 @@ from omegaconf import OmegaConf
 
 from initlab.callbacks import EpochLine, ThroughputTimer, ValidateAtEpochEnd
 from initlab.data import MNISTDataModule
+from initlab.diagnostics import LayerDiagnostics
 from initlab.inits import apply_init
 from initlab.mlp import build_mlp, resolve_hidden_sizes
 from initlab.module import Classifier, OptimizerFactory
-from initlab.results import RESULTS_FILE, SCHEMA_VERSION, steps_to_threshold, write_json_atomic
+from initlab.results import (
+    RESULTS_FILE,
+    SCHEMA_VERSION,
+    area_under_val_acc,
+    first_reaching,
+    write_json_atomic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +155,15 @@ def run(
         ]
         if not progress_bar:
             callbacks.append(EpochLine(timer))
+        if (diag := cfg.get("diagnostics")) and diag.get("enabled"):
+            callbacks.append(
+                LayerDiagnostics(
+                    every_n_steps=diag["every_n_steps"],
+                    histograms=diag["histograms"],
+                    histogram_every_n_steps=diag["histogram_every_n_steps"],
+                    symmetry=diag["symmetry"],
+                )
+            )
         logger = _logger(cfg.get("logger"), out)
         trainer = L.Trainer(
             **trainer_kwargs,
@@ -185,7 +201,9 @@ def run(
         diverged_at_step=module.diverged_at_step,
         final=final,
         history=module.history,
-        steps_to_val_acc=steps_to_threshold(module.history, cfg["thresholds"]),
+        steps_to_val_acc=first_reaching(module.history, cfg["thresholds"], "step"),
+        seconds_to_val_acc=first_reaching(module.history, cfg["thresholds"], "wall_s"),
+        auc_val_acc=area_under_val_acc(module.history),
         timing={
             "wall_s": time.perf_counter() - t0,
             "train_s": timer.train_s,

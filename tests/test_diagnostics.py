@@ -1,0 +1,87 @@
+"""Per-layer diagnostics: symmetry counts, dead units, the TensorBoard tags the callback logs."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import nn
+
+from initlab.diagnostics import distinct_units, hidden_layers
+from initlab.mlp import build_mlp
+from initlab.run import run
+
+from .conftest import FAST, compose_train
+
+SGD = partial(torch.optim.SGD, lr=0.01, momentum=0.5)
+PER_HIDDEN = ["act_mean", "act_std", "preact_q", "dead_fraction", "weight_norm", "grad_norm"]
+
+
+def test_distinct_units_counts_equal_rows_once():
+    layer = nn.Linear(3, 5)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[1.0, 2, 3], [1, 2, 3], [0, 0, 1], [1, 2, 3], [5, 5, 5]]))
+        layer.bias.zero_()
+    assert distinct_units(layer) == 3
+    layer.bias.data[0] = 1e-3  # a difference above atol makes unit 0 distinct
+    assert distinct_units(layer) == 4
+    dead = torch.tensor([False, False, True, False, True])  # two different dead units: one class
+    assert distinct_units(layer, dead) == 3
+
+
+def test_hidden_layers_pairs_linear_with_activation():
+    net = build_mlp(20, [8, 6, 4], 3, norm="batchnorm")
+    assert [(n, lin.out_features, type(a)) for n, lin, a in hidden_layers(net)] == [
+        ("fc1", 8, nn.ReLU),
+        ("fc2", 6, nn.ReLU),
+        ("fc3", 4, nn.ReLU),
+    ]
+
+
+def _events(path):
+    ea = EventAccumulator(str(path), size_guidance={"scalars": 0, "histograms": 0})
+    ea.Reload()
+    return ea
+
+
+def test_callback_logs_per_layer_scalars_and_histograms(tmp_path):
+    run(compose_train([*FAST, "model.depth=2", "trainer.max_epochs=2"]), tmp_path, SGD)
+    ea = _events(tmp_path / "tensorboard")
+    scalars, histograms = set(ea.Tags()["scalars"]), set(ea.Tags()["histograms"])
+    for layer in ("fc1", "fc2"):
+        assert {f"{layer}/{k}" for k in PER_HIDDEN} <= scalars
+        assert {f"{layer}/update_ratio", f"{layer}/distinct_units"} <= scalars
+        assert {f"{layer}/weight", f"{layer}/preact", f"{layer}/grad"} <= histograms
+    assert {"out/weight_norm", "out/grad_norm", "out/update_ratio"} <= scalars
+    # every_n_steps=50 by default, plus step 0 and each epoch's last step (13 steps per epoch)
+    assert [e.step for e in ea.Scalars("fc1/act_mean")] == [0, 12, 25]
+    assert [e.step for e in ea.Scalars("fc1/distinct_units")] == [0, 12, 25]
+    assert [e.value for e in ea.Scalars("fc1/distinct_units")] == [512, 512, 512]
+    assert [e.step for e in ea.Histograms("fc1/weight")] == [0, 12, 25]
+
+
+def test_every_n_steps_and_off(tmp_path):
+    run(compose_train([*FAST, "diagnostics.every_n_steps=4"]), tmp_path / "a", SGD)
+    ea = _events(tmp_path / "a" / "tensorboard")
+    assert [e.step for e in ea.Scalars("fc1/grad_norm")] == [0, 4, 8, 12]
+    run(compose_train([*FAST, "diagnostics=off"]), tmp_path / "b", SGD)
+    tags = _events(tmp_path / "b" / "tensorboard").Tags()
+    assert not any(t.startswith("fc") for t in tags["scalars"]) and not tags["histograms"]
+
+
+def test_zero_init_is_one_unit_per_layer(tmp_path):
+    run(compose_train([*FAST, "init=zero", "trainer.max_epochs=2"]), tmp_path, SGD)
+    ea = _events(tmp_path / "tensorboard")
+    for layer in ("fc1", "fc2"):
+        assert [e.value for e in ea.Scalars(f"{layer}/distinct_units")] == [1, 1, 1]
+
+
+@pytest.mark.parametrize(("bias", "low", "high"), [(0.0, 0.0, 0.05), (-3.0, 0.5, 1.0)])
+def test_dead_fraction_at_init(tmp_path, bias, low, high):
+    """He init with zero bias: each unit is positive for about half the inputs, so dead units are
+    rare; a bias of -3 standard deviations of the pre-activation kills most units."""
+    run(compose_train([*FAST, "init=he", f"init.bias={bias}"]), tmp_path, SGD)
+    step0 = _events(tmp_path / "tensorboard").Scalars("fc2/dead_fraction")[0]
+    assert step0.step == 0 and low <= step0.value <= high
