@@ -26,11 +26,12 @@ FAST = [
 ]
 
 
-def compose_train(overrides: list[str] | None = None) -> DictConfig:
-    """Compose conf/train.yaml as train.py would, without running anything."""
+def compose_train(overrides: list[str] | None = None, hydra: bool = False) -> DictConfig:
+    """Compose conf/train.yaml as train.py would, without running anything (``hydra``: keep
+    Hydra's own section, e.g. an experiment's sweeper params)."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("train", overrides=overrides or [])
+        return compose("train", overrides=overrides or [], return_hydra_config=hydra)
 
 
 @pytest.fixture

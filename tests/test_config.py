@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
@@ -28,9 +32,37 @@ def test_every_group_option_composes_and_validates(group, option):
     OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
 
 
+def _grid(name: str) -> list[list[str]]:
+    """Every job of an experiment's sweep, as the override lists Hydra's basic sweeper makes."""
+    params = compose_train([f"experiment={name}"], hydra=True).hydra.sweeper.params
+    axes = [[f"{k}={v}" for v in str(values).split(",")] for k, values in params.items()]
+    return [list(job) for job in itertools.product(*axes)]
+
+
+def test_there_are_experiments():
+    assert {"tutorial", "init_x_norm", "depth"} <= set(EXPERIMENTS)
+
+
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_every_experiment_composes(name):
-    validate(compose_train([f"experiment={name}"]))
+def test_every_job_of_every_experiment_composes(name):
+    grid = _grid(name)
+    assert len(grid) >= 9
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        for job in grid:
+            cfg = compose("train", overrides=[f"experiment={name}", *job])
+            validate(cfg)
+            assert cfg.study == name
+
+
+def test_experiment_grids():
+    assert len(_grid("tutorial")) == 9 * 3
+    assert len(_grid("init_x_norm")) == 9 * 4 * 3
+    assert len(_grid("depth")) == 5 * 3 * 5 * 3
+    cfg = compose_train(["experiment=depth", "model.depth=16"])
+    assert (
+        resolve_hidden_sizes(cfg.model.depth, cfg.model.width, cfg.model.hidden_sizes) == [256] * 16
+    )
 
 
 def test_defaults_reproduce_the_tutorial():

@@ -175,3 +175,26 @@ def test_he_reaches_the_tutorials_accuracy(tmp_path, mnist_root):
     r = run(compose_train(["init=he", f"data.root={mnist_root}"]), tmp_path, SGD)
     assert r["status"] == "ok" and r["final"]["test_acc"] >= 0.965
     assert not math.isnan(r["timing"]["train_samples_per_s"])
+
+
+# A slice of each experiment's grid (command-line sweeps take precedence over the experiment's
+# sweeper params); every job of every grid is composed and validated in test_config.py.
+SMOKE_SLICES = {
+    "tutorial": ["init=zero,tutorial_he", "seed=0"],
+    "init_x_norm": ["init=he", "norm=none,weightnorm", "seed=1"],
+    "depth": ["init=lsuv", "norm=batchnorm", "model.depth=2,8", "seed=0"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(SMOKE_SLICES))
+def test_experiment_runs_in_smoke_mode(tmp_path, name):
+    sweep = tmp_path / "sweep"
+    args = ["-m", f"experiment={name}", "debug=smoke", *SMOKE_SLICES[name]]
+    proc = run_train([*args, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = sorted(sweep.glob("*/results.json"))
+    assert len(results) == 2
+    for path in results:
+        r = _check_results(path)
+        assert r["status"] == "ok" and r["study"] == name
+        assert r["dataset"]["name"] == "synthetic" and r["timing"]["train_samples"] == 4 * 64

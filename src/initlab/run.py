@@ -53,6 +53,7 @@ def describe(cfg: Mapping[str, Any]) -> dict[str, Any]:
         "schema_version": SCHEMA_VERSION,
         "status": None,
         "error": None,
+        "study": cfg.get("study"),
         "init": cfg["init"]["name"],
         "init_params": init_params,
         "norm": cfg["norm"]["name"],
