@@ -18,6 +18,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import OmegaConf
 
 from initlab.callbacks import EpochLine, ThroughputTimer, ValidateAtEpochEnd
@@ -168,6 +169,8 @@ def run(
         logger = _logger(cfg.get("logger"), out)
         trainer = L.Trainer(
             **trainer_kwargs,
+            # Under SLURM, requeueing belongs to the launcher (submitit), never to Lightning too.
+            plugins=[SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None,
             logger=logger if logger is not None else False,
             callbacks=callbacks,
             default_root_dir=out,
