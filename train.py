@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from initlab.cli import preflight
 from initlab.config import ConfigError, validate
+from initlab.data import DataError
 from initlab.run import run
 
 log = logging.getLogger("initlab.train")
@@ -42,6 +45,12 @@ def main(cfg: DictConfig) -> float | None:
             hydra.utils.instantiate(cfg.optimizer),
             progress_bar=bool(progress),
         )
+    except DataError as exc:  # bad data: one line, like bad config (recorded as failed)
+        if not multirun:
+            print(f"initlab: error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        log.error("job %s failed: %s", hydra_cfg.job.override_dirname, exc)
+        return None
     except Exception:
         if not multirun:
             raise
@@ -52,4 +61,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    preflight(sys.argv[1:], Path(__file__).parent / "conf", "train")  # bad input: exit 2
     main()

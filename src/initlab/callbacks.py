@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger(__name__)
 
@@ -42,37 +46,61 @@ class ValidateAtEpochEnd(Callback):
 
 
 class ThroughputTimer(Callback):
-    """Training samples per second of training-loop time (validation time excluded)."""
+    """Training samples per second of training-loop time: a clock that pauses for validation.
+
+    Its counts are part of the checkpoint, so a resumed run reports the whole run's throughput.
+    """
 
     def __init__(self) -> None:
         self.samples = 0
         self.train_s = 0.0
         self.val_s = 0.0
-        self._t_train: float | None = None
+        self._training = False
+        self._since: float | None = None  # the train clock runs since then
         self._t_val: float | None = None
 
+    def train_seconds(self) -> float:
+        """Training time so far, the running stretch included."""
+        running = time.perf_counter() - self._since if self._since is not None else 0.0
+        return self.train_s + running
+
+    def _pause(self) -> None:
+        self.train_s = self.train_seconds()
+        self._since = None
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._t_train = time.perf_counter()
+        self._training, self._since = True, time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.samples += len(batch[1])
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._pause()
         self._t_val = time.perf_counter()
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._t_val is not None:
             self.val_s += time.perf_counter() - self._t_val
             self._t_val = None
+        if self._training:
+            self._since = time.perf_counter()
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._t_train is not None:
-            self.train_s += time.perf_counter() - self._t_train - self.val_s
-            self._t_train = None
+        self._pause()
+        self._training = False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"samples": self.samples, "train_s": self.train_seconds(), "val_s": self.val_s}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.samples = state_dict["samples"]
+        self.train_s = state_dict["train_s"]
+        self.val_s = state_dict["val_s"]
 
     @property
     def samples_per_s(self) -> float | None:
-        return self.samples / self.train_s if self.train_s > 0 else None
+        seconds = self.train_seconds()
+        return self.samples / seconds if seconds > 0 else None
 
 
 class EpochLine(Callback):
@@ -94,8 +122,53 @@ class EpochLine(Callback):
             f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} step {trainer.global_step}"
             f" train_loss {train['train_loss']:.4f} train_acc {train['train_acc']:.4f} {val}"
         )
-        if self.timer is not None and self.timer._t_train is not None:
-            elapsed = time.perf_counter() - self.timer._t_train - self.timer.val_s
-            if elapsed > 0:
-                line += f" ({self.timer.samples / elapsed:,.0f} samples/s)"
+        if self.timer is not None and self.timer.samples_per_s:
+            line += f" ({self.timer.samples_per_s:,.0f} samples/s)"
         log.info(line)
+
+
+class CheckpointOnSignal(Callback):
+    """Save a checkpoint when the run is told to stop, so re-running the command resumes it.
+
+    SIGTERM (a kill, SLURM's preemption) and each of ``signals`` (e.g. SIGUSR2, submitit's
+    timeout warning) make Lightning stop after the current step, consistently (it raises its
+    SIGTERMException there); this callback then saves ``path`` and hands a non-SIGTERM signal on
+    to the handler that was installed before (submitit's requeue).
+    """
+
+    def __init__(self, path: str | Path, signals: tuple[str, ...] = ("SIGUSR2",)) -> None:
+        self.path = Path(path)
+        self.signals = [getattr(signal, name) for name in signals]
+        self._previous: dict[int, Any] = {}
+        self._received: int | None = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        def handler(signum: int, frame: Any) -> None:
+            self._received = signum
+            trainer._signal_connector.received_sigterm = True  # stop after this step
+
+        if threading.current_thread() is not threading.main_thread():
+            return  # Python lets only the main thread install signal handlers
+        for signum in self.signals:
+            self._previous[signum] = signal.getsignal(signum)
+            signal.signal(signum, handler)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception) -> None:
+        if not isinstance(exception, SIGTERMException):
+            return
+        trainer.save_checkpoint(self.path)
+        name = signal.Signals(self._received or signal.SIGTERM).name
+        log.warning(
+            "stopped by %s at step %d; checkpoint %s: run the same command again to resume",
+            name,
+            trainer.global_step,
+            self.path,
+        )
+        previous = self._previous.get(self._received) if self._received else None
+        if callable(previous):
+            previous(self._received, None)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+        self._previous.clear()

@@ -6,11 +6,12 @@ Works on any mapping (an OmegaConf DictConfig or plain dicts), so it needs no Hy
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
 from initlab.data import DATASET_NAMES
-from initlab.inits import INITS
+from initlab.inits import DATA_DEPENDENT, INITS
 from initlab.mlp import ACTIVATIONS, NORMS
 
 
@@ -82,3 +83,46 @@ def validate(cfg: Mapping[str, Any]) -> None:
     for t in _get(cfg, "thresholds"):
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < 1:
             raise ConfigError(f"thresholds contains {t!r}: each must be a number in (0, 1)")
+    n_train = 60000 if _get(cfg, "data.name") == "mnist" else _get(cfg, "data.synthetic_train")
+    if _get(cfg, "data.val_size") >= n_train:
+        raise ConfigError(
+            f"data.val_size={_get(cfg, 'data.val_size')} must be smaller than the "
+            f"{n_train} training images it is split from"
+        )
+    _init_params(cfg)
+    force = cfg.get("force", False)
+    if not isinstance(force, bool):
+        raise ConfigError(f"force={force!r} must be true or false")
+
+
+def _init_params(cfg: Mapping[str, Any]) -> None:
+    """Each init parameter has the type of its default in the init function."""
+    name = _get(cfg, "init.name")
+    fn = DATA_DEPENDENT.get(name, INITS[name])
+    defaults = {
+        p.name: p.default
+        for p in inspect.signature(fn).parameters.values()
+        if p.default is not inspect.Parameter.empty
+    }
+    for key, value in _get(cfg, "init").items():
+        default = defaults.get(key)
+        if key in ("name", "bias"):
+            ok = key == "name" or value is None or _is_number(value)
+        elif isinstance(default, (int, float)) and not isinstance(default, bool):
+            ok = _is_number(value)
+        elif isinstance(default, str):
+            ok = isinstance(value, str)
+        else:
+            continue
+        if not ok:
+            raise ConfigError(f"init.{key}={value!r} must be a {_kind(default, key)}")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _kind(default: Any, key: str) -> str:
+    if key == "bias":
+        return "number (or null: the init's own bias)"
+    return "number" if not isinstance(default, str) else "string"

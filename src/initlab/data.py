@@ -10,10 +10,12 @@ The canonical 10,000 test images are only ever used for testing; validation is s
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +35,19 @@ MNIST_FILES = (
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 )
+# The original files: (bytes, IDX magic number, md5) decompressed, and the md5 of the .gz.
+MNIST_CHECKS = {
+    "train-images-idx3-ubyte": (47040016, 2051, "6bbc9ace898e44ae57da46a324031adb"),
+    "train-labels-idx1-ubyte": (60008, 2049, "a25bea736e30d166cdddb491f175f624"),
+    "t10k-images-idx3-ubyte": (7840016, 2051, "2646ac647ad5339dbf082846283269ea"),
+    "t10k-labels-idx1-ubyte": (10008, 2049, "27ae3e4e09519cfbb04c329615203637"),
+}
+MNIST_GZ_MD5 = {
+    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+}
 EMBEDDED_NAME = "mnist-embedded-5k"
 DATASET_NAMES = ("mnist", "synthetic")
 
@@ -56,6 +71,44 @@ def normalize(images: Tensor, mean: float = MNIST_MEAN, std: float = MNIST_STD) 
     """uint8 images (N, 28, 28) -> float32 (N, 784), scaled to [0, 1] then standardized."""
     x = images.reshape(len(images), -1).to(torch.float32).div_(255.0)
     return x.sub_(mean).div_(std)
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_mnist(root: str | Path) -> None:
+    """Check the MNIST files present under ``root/MNIST/raw`` against the originals.
+
+    A missing file is fine (it is downloaded, or the fallback applies); a truncated or corrupted
+    one raises DataError naming it and the fix, so no run ever trains on garbage.
+    """
+    raw = Path(root) / "MNIST" / "raw"
+    fix = "delete it so that it is downloaded again, or replace it with the original file"
+    for name, (size, magic, md5) in MNIST_CHECKS.items():
+        path = raw / name
+        if path.is_file():
+            actual = path.stat().st_size
+            if actual != size:
+                raise DataError(f"{path} has {actual} bytes, not {size} (truncated?): {fix}")
+            with open(path, "rb") as f:
+                found = int.from_bytes(f.read(4), "big")
+            if found != magic:
+                raise DataError(f"{path} has magic number {found}, not {magic}: {fix}")
+            if _md5(path) != md5:
+                raise DataError(f"{path} fails its md5 checksum (corrupted): {fix}")
+        elif (gz := raw / f"{name}.gz").is_file() and _md5(gz) != MNIST_GZ_MD5[gz.name]:
+            raise DataError(f"{gz} fails its md5 checksum (corrupted or truncated): {fix}")
+
+
+def mnist_present(root: str | Path) -> bool:
+    """Whether all four MNIST files are under ``root/MNIST/raw`` (decompressed or .gz)."""
+    raw = Path(root) / "MNIST" / "raw"
+    return all((raw / n).is_file() or (raw / f"{n}.gz").is_file() for n in MNIST_FILES)
 
 
 def load_torchvision_mnist(root: str | Path, train: bool, download: bool) -> tuple[Tensor, Tensor]:
@@ -136,27 +189,67 @@ def epoch_seed(seed: int, epoch: int) -> int:
 class BatchIndexSampler(Sampler[Tensor]):
     """Yields one index tensor per batch: a seeded permutation per epoch, cut into batches.
 
-    Lightning calls ``set_epoch`` before each epoch (also after a resume), so the order of epoch e
-    is a pure function of (seed, e).
+    The order of epoch e is a pure function of (seed, e). The epoch comes from ``epoch_fn`` when
+    given (the trainer's count of finished epochs, right also after a resume), else from
+    ``set_epoch``; ``resume(batches_done)`` makes the next pass skip the batches already trained.
     """
 
-    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int = 0) -> None:
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        epoch_fn: Callable[[], int] | None = None,
+    ) -> None:
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+        self.epoch_fn = epoch_fn
         self.epoch = 0
+        self._skip = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def current_epoch(self) -> int:
+        return self.epoch_fn() if self.epoch_fn is not None else self.epoch
+
+    def resume(self, batches_done: int) -> None:
+        """Let the next pass start after the first ``batches_done`` batches of its epoch."""
+        self._skip = batches_done
+
     def __iter__(self):
         if self.shuffle:
-            gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
-            order = torch.randperm(self.n, generator=gen)
+            seed = epoch_seed(self.seed, self.current_epoch())
+            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(seed))
         else:
             order = torch.arange(self.n)
-        return iter(order.split(self.batch_size))
+        skip, self._skip = self._skip, 0
+        return iter(order.split(self.batch_size)[skip:])
 
     def __len__(self) -> int:
         return math.ceil(self.n / self.batch_size)
+
+
+class ResumableLoader(DataLoader):
+    """A batch-index DataLoader whose position Lightning keeps in its checkpoints.
+
+    Lightning saves ``state_dict()`` with every checkpoint and, when it resumes inside an epoch,
+    calls ``load_state_dict`` before iterating again: the resumed run sees the rest of the
+    interrupted epoch's seeded order. ``batches_done`` is the trainer's count of batches trained
+    in this epoch (the loader itself runs one batch ahead, prefetched).
+    """
+
+    def __init__(
+        self, split: Split, sampler: BatchIndexSampler, batches_done: Callable[[], int]
+    ) -> None:
+        super().__init__(TensorBatches(split), sampler=sampler, batch_size=None, collate_fn=_as_is)
+        self._batches_done = batches_done
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.sampler.current_epoch(), "batches_done": int(self._batches_done())}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.resume(state["batches_done"])
 
 
 class TensorBatches(Dataset):
@@ -262,12 +355,16 @@ class MNISTDataModule(L.LightningDataModule):
                 test = load_torchvision_mnist(tmp, train=False, download=False)
             self.dataset_name = "synthetic"
         else:
+            verify_mnist(self.root)
             try:
                 train = load_torchvision_mnist(self.root, train=True, download=self.download)
                 test = load_torchvision_mnist(self.root, train=False, download=self.download)
                 self.dataset_name = "mnist"
-            except RuntimeError as exc:  # torchvision: not found, or the download failed
-                images, labels = self._missing_mnist(str(exc).splitlines()[0].rstrip(":"))
+            except (RuntimeError, OSError) as exc:  # not there; download failed or not writable
+                reason = str(exc).splitlines()[0].rstrip(":")
+                if isinstance(exc, OSError) and not _writable(self.root):
+                    reason = f"data.root={self.root} is not writable"
+                images, labels = self._missing_mnist(reason)
                 self.dataset_name = EMBEDDED_NAME
                 full = Split(normalize(images, self.mean, self.std), labels)
                 # 5,000 digits: 20% test, 10% validation, the rest training.
@@ -284,13 +381,33 @@ class MNISTDataModule(L.LightningDataModule):
 
     # -- loaders ---------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
-        return batch_loader(self.train, self.batch_size, shuffle=True, seed=self.seed)
+        sampler = BatchIndexSampler(
+            len(self.train), self.batch_size, shuffle=True, seed=self.seed, epoch_fn=self._epoch
+        )
+        return ResumableLoader(self.train, sampler, self._batches_done)
+
+    # Lightning creates the epoch's iterator before it calls set_epoch when it resumes, so the
+    # sampler reads the epoch from the trainer's progress instead.
+    def _epoch(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        return trainer.fit_loop.epoch_progress.current.processed if trainer is not None else 0
+
+    def _batches_done(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0
+        return trainer.fit_loop.epoch_loop.batch_progress.current.completed
 
     def val_dataloader(self) -> DataLoader:
         return batch_loader(self.val, self.eval_batch_size, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
         return batch_loader(self.test, self.eval_batch_size, shuffle=False)
+
+
+def writable(path: str | Path) -> bool:
+    """Whether files can be created in ``path`` (made if missing)."""
+    return _writable(Path(path))
 
 
 def _writable(path: Path) -> bool:

@@ -53,13 +53,33 @@ class Classifier(L.LightningModule):
         self.window_loss = _mean()  # training loss since the last validation
         self.val_loss, self.val_acc = _mean(), _accuracy(num_classes)
         self.test_loss, self.test_acc = _mean(), _accuracy(num_classes)
+        # training sums survive a mid-epoch checkpoint, so a resumed epoch's means are exact
+        for metric in (self.train_loss, self.train_acc, self.window_loss):
+            metric.persistent(True)
         self.history: list[dict[str, Any]] = []
         self.epoch_train: dict[str, float] = {}
         self.diverged_at_step: int | None = None
         self._fit_t0 = time.perf_counter()
+        self._elapsed_before = 0.0  # seconds of fit before a resume
 
     def on_fit_start(self) -> None:
-        self._fit_t0 = time.perf_counter()
+        self._fit_t0 = time.perf_counter() - self._elapsed_before
+
+    # -- checkpoints: what a resumed run needs besides weights and optimizer -----------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["initlab"] = {
+            "history": self.history,
+            "epoch_train": self.epoch_train,
+            "diverged_at_step": self.diverged_at_step,
+            "elapsed_s": time.perf_counter() - self._fit_t0,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("initlab", {})
+        self.history = list(state.get("history", []))
+        self.epoch_train = dict(state.get("epoch_train", {}))
+        self.diverged_at_step = state.get("diverged_at_step")
+        self._elapsed_before = float(state.get("elapsed_s", 0.0))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import time
 from collections.abc import Mapping
 from functools import partial
@@ -21,7 +22,12 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import OmegaConf
 
-from initlab.callbacks import EpochLine, ThroughputTimer, ValidateAtEpochEnd
+from initlab.callbacks import (
+    CheckpointOnSignal,
+    EpochLine,
+    ThroughputTimer,
+    ValidateAtEpochEnd,
+)
 from initlab.data import MNISTDataModule
 from initlab.diagnostics import LayerDiagnostics
 from initlab.inits import apply_init
@@ -32,6 +38,7 @@ from initlab.results import (
     SCHEMA_VERSION,
     area_under_val_acc,
     first_reaching,
+    read_results,
     write_json_atomic,
 )
 
@@ -118,11 +125,30 @@ def run(
 
     A loss that stops being finite ends training early with status "diverged" (a result, not a
     crash). Any exception is recorded as status "failed" with its message, then re-raised.
+
+    Re-running in the same ``output_dir`` continues the work: a run whose results.json says "ok"
+    or "diverged" is skipped (``force: true`` in the config runs it again from scratch), and an
+    unfinished one resumes from ``checkpoints/last.ckpt`` (saved at each epoch end and when the
+    process is told to stop).
     """
     t0 = time.perf_counter()
     cfg = _plain(cfg)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    force = bool(cfg.get("force", False))
+    if not force and (done := _finished(out)) is not None:
+        log.info(
+            "%s already finished (status %s): skipping it (force=true runs it again)",
+            out,
+            done["status"],
+        )
+        return done
+    ckpt = out / "checkpoints" / "last.ckpt"
+    if force:
+        _clear_previous(out)
+    resume = ckpt if ckpt.is_file() else None
+    if resume is not None:
+        log.info("resuming from %s", resume)
     record = describe(cfg)
     record["output_dir"] = str(out.resolve())
     timer = ThroughputTimer()
@@ -153,7 +179,15 @@ def run(
         callbacks: list[L.Callback] = [
             ValidateAtEpochEnd(),
             timer,
-            ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0),
+            # last.ckpt, rewritten at each epoch end (the one checkpoint a resume needs)
+            ModelCheckpoint(
+                dirpath=ckpt.parent,
+                filename=ckpt.stem,
+                save_top_k=1,
+                save_on_train_epoch_end=True,
+                enable_version_counter=False,
+            ),
+            CheckpointOnSignal(ckpt, signals=tuple(cfg.get("checkpoint", {}).get("signals", ()))),
         ]
         if not progress_bar:
             callbacks.append(EpochLine(timer))
@@ -178,7 +212,7 @@ def run(
         )
         if logger is not None:
             logger.log_hyperparams(hparams(record), {"hp/val_acc": 0.0, "hp/test_acc": 0.0})
-        trainer.fit(module, datamodule=datamodule)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
         test = trainer.test(module, datamodule=datamodule, verbose=False)[0]
     except Exception as exc:
         record.update(
@@ -233,6 +267,23 @@ def run(
         out / RESULTS_FILE,
     )
     return record
+
+
+def _finished(out: Path) -> dict[str, Any] | None:
+    """The results.json record in ``out`` if it holds a finished run ("ok" or "diverged")."""
+    try:
+        record = read_results(out / RESULTS_FILE)
+    except (OSError, ValueError):
+        return None  # absent, or unreadable: not a finished run
+    return record if record.get("status") in ("ok", "diverged") else None
+
+
+def _clear_previous(out: Path) -> None:
+    """For force=true: remove the previous attempt's results, checkpoints and event files."""
+    (out / RESULTS_FILE).unlink(missing_ok=True)
+    for sub in ("checkpoints", "tensorboard"):
+        if (out / sub).is_dir():
+            shutil.rmtree(out / sub)
 
 
 def _logger(spec: Mapping[str, Any] | None, out: Path) -> TensorBoardLogger | None:

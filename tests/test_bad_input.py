@@ -1,0 +1,134 @@
+"""Bad input: one clear line naming the field and the value, exit status 2, nothing written."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from initlab.cli import BadInput, check
+from initlab.data import MNIST_CHECKS, DataError, MNISTDataModule, verify_mnist
+
+from .conftest import CONF, run_train
+
+CASES = [
+    # (command line, what the message must contain)
+    (["init=hee"], ["init=hee", "he, he_uniform", "xavier"]),
+    (["norm=groupnorm"], ["norm=groupnorm", "batchnorm", "layernorm"]),
+    (["model.dept=3"], ["model.dept", "depth", "+model.dept"]),
+    (["model.depth=two"], ["model.depth='two'", "positive integer"]),
+    (["model.depth=0"], ["model.depth=0", "positive integer"]),
+    (["model.width=-5"], ["model.width=-5", "positive integer"]),
+    (["model.hidden_sizes=[512,0]"], ["model.hidden_sizes=[512, 0]", "positive integers"]),
+    (["optimizer.lr=0"], ["optimizer.lr=0", "> 0"]),
+    (["optimizer.lr=-0.5"], ["optimizer.lr=-0.5", "> 0"]),
+    (["data.batch_size=0"], ["data.batch_size=0", "positive integer"]),
+    (["data.val_size=1000"], ["data.val_size=1000", "smaller than the 1000"]),
+    (["thresholds=[0.9,1.0]"], ["thresholds contains 1.0", "(0, 1)"]),
+    (["init=xavier", "init.gain=big"], ["init.gain='big'", "number"]),
+    (["init=zero,he"], ["init=zero,he is a sweep", "-m"]),
+    (["-m", "init=he,hee"], ["init=hee", "xavier"]),  # every swept value is checked
+    (["-m", "experiment=depth", "model.depth=0"], ["model.depth=0"]),
+    (["hydra.run.dir=/proc/initlab/run"], ["/proc/initlab/run", "cannot be created"]),
+]
+
+
+@pytest.mark.parametrize(("argv", "expected"), CASES, ids=[" ".join(a) for a, _ in CASES])
+def test_check_gives_one_line_naming_field_and_value(argv, expected, tmp_path):
+    with pytest.raises(BadInput) as err:
+        check([*argv, "data=synthetic"], CONF, "train")
+    message = str(err.value)
+    assert "\n" not in message
+    for part in expected:
+        assert part in message, message
+
+
+def test_good_command_lines_pass(tmp_path):
+    check(["init=xavier", "norm=batchnorm", "data=synthetic"], CONF, "train")
+    check(["-m", "experiment=tutorial", "debug=smoke"], CONF, "train")
+    check(["--cfg", "job", "init=hee"], CONF, "train")  # left to Hydra
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["model.depth=0"], "model.depth=0 must be a positive integer"),
+        (["init=hee"], "init=hee is not an option of config group 'init': one of"),
+        (["-m", "init=he,xavier", "optimizer.lr=-1"], "optimizer.lr=-1 must be a number > 0"),
+    ],
+)
+def test_cli_exit_2_no_traceback_nothing_written(tmp_path, argv, expected):
+    out = tmp_path / "out"
+    proc = run_train(
+        [*argv, "data=synthetic", f"hydra.run.dir={out}", f"hydra.sweep.dir={out}"], cwd=tmp_path
+    )
+    assert proc.returncode == 2
+    assert expected in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+# -- data -----------------------------------------------------------------------------------
+LABELS = "train-labels-idx1-ubyte"
+
+
+def _raw(tmp_path, content: bytes, name: str = LABELS):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    (raw / name).write_bytes(content)
+    return raw / name
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (bytes([0, 0, 8, 1]) + (60000).to_bytes(4, "big") + bytes(100), "has 108 bytes, not 60008"),
+        ((1234).to_bytes(4, "big") + bytes(60004), "magic number 1234, not 2049"),
+        (bytes([0, 0, 8, 1]) + (60000).to_bytes(4, "big") + bytes(60000), "md5 checksum"),
+    ],
+    ids=["truncated", "wrong-magic", "corrupted"],
+)
+def test_corrupted_idx_file_is_named_with_the_fix(tmp_path, content, problem):
+    path = _raw(tmp_path, content)
+    with pytest.raises(DataError) as err:
+        verify_mnist(tmp_path)
+    assert str(path) in str(err.value) and problem in str(err.value)
+    assert "delete it" in str(err.value)
+    # the data module refuses it too (no training on garbage), even with the fallback on
+    with pytest.raises(DataError, match=problem):
+        MNISTDataModule(root=tmp_path, download=False, fallback=True).setup()
+    # and so does the command line, before anything is written
+    with pytest.raises(BadInput, match=problem):
+        check([f"data.root={tmp_path}"], CONF, "train")
+
+
+def test_corrupted_gz_is_caught(tmp_path):
+    path = _raw(tmp_path, b"not a gzip file", name=f"{LABELS}.gz")
+    with pytest.raises(DataError, match="fails its md5 checksum"):
+        verify_mnist(tmp_path)
+    assert path.exists()  # named, not deleted: the user decides
+
+
+def test_missing_mnist_without_fallback_or_download(tmp_path):
+    with pytest.raises(BadInput, match="put the four files"):
+        argv = [f"data.root={tmp_path}", "data.download=false", "data.fallback=false"]
+        check(argv, CONF, "train")
+    with pytest.raises(BadInput, match="cannot be written to download it"):
+        check(["data.root=/proc/initlab-data", "data.fallback=false"], CONF, "train")
+
+
+@pytest.mark.mnist
+def test_real_mnist_files_pass_verification(mnist_root, tmp_path):
+    verify_mnist(mnist_root)
+    # a copy with one byte changed does not
+    raw = tmp_path / "MNIST" / "raw"
+    shutil.copytree(mnist_root / "MNIST" / "raw", raw)
+    images = raw / "t10k-images-idx3-ubyte"
+    data = bytearray(images.read_bytes())
+    data[5000] ^= 0xFF
+    images.write_bytes(bytes(data))
+    assert len(data) == MNIST_CHECKS[images.name][0]
+    with pytest.raises(DataError, match="t10k-images-idx3-ubyte fails its md5"):
+        verify_mnist(tmp_path)

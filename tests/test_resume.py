@@ -1,0 +1,129 @@
+"""Killed, interrupted and re-launched runs: nothing is lost and the results do not change."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+import pytest
+import torch
+
+from initlab.run import run
+
+from .conftest import FAST, TRAIN, compose_train
+
+# 149 steps per epoch on synthetic data: long enough to interrupt a run mid-way.
+ARGS = [
+    "data=synthetic",
+    "data.synthetic_train=10000",
+    "data.val_size=500",
+    "trainer.max_epochs=3",
+    "trainer.val_check_interval=40",
+    "progress_bar=false",
+    "diagnostics=off",
+]
+
+
+def _train(out: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(TRAIN), *ARGS, *extra, f"hydra.run.dir={out}"],
+        cwd=out.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _finish(proc: subprocess.Popen, timeout: float = 300) -> str:
+    output, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, output[-3000:]
+    return output
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+def _metrics(out: Path) -> dict:
+    r = json.loads((out / "results.json").read_text())
+    history = [{k: v for k, v in h.items() if k != "wall_s"} for h in r["history"]]
+    return {"status": r["status"], "final": r["final"], "history": history}
+
+
+def _weights(out: Path) -> dict[str, torch.Tensor]:
+    return torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("resume") / "uninterrupted"
+    _finish(_train(out))
+    return out
+
+
+def _assert_same_run(a: Path, b: Path) -> None:
+    assert _metrics(a) == _metrics(b)
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), key  # bitwise: CPU, deterministic order
+
+
+def test_sigkill_after_first_checkpoint_then_resume(tmp_path, reference):
+    out = tmp_path / "killed"
+    proc = _train(out)
+    _wait_for(out / "checkpoints" / "last.ckpt", proc)
+    proc.kill()  # SIGKILL: nothing is saved beyond the epoch-end checkpoint
+    proc.wait()
+    assert not (out / "results.json").exists()
+    output = _finish(_train(out))
+    assert "resuming from" in output
+    _assert_same_run(reference, out)
+
+
+def test_sigterm_mid_epoch_checkpoints_and_resumes(tmp_path, reference):
+    out = tmp_path / "terminated"
+    proc = _train(out)
+    _wait_for(out / "checkpoints" / "last.ckpt", proc)  # epoch 1 done
+    time.sleep(0.3)  # into epoch 2
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert "stopped by SIGTERM" in output and "Traceback" not in output
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)
+    assert not (out / "results.json").exists()
+    output = _finish(_train(out))
+    assert "resuming from" in output
+    _assert_same_run(reference, out)
+    # it really stopped inside an epoch (149 steps each: 9,500 images), and the loader knew where
+    (loader,) = ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    assert ckpt["global_step"] % 149 == loader["batches_done"] > 0
+
+
+def test_relaunch_skips_finished_runs_and_force_reruns(tmp_path, reference):
+    out = tmp_path / "again"
+    first = _finish(_train(out, "trainer.max_epochs=1"))
+    assert "skipping" not in first
+    before = (out / "results.json").read_text()
+    second = _finish(_train(out, "trainer.max_epochs=1"))
+    assert "already finished (status ok): skipping it" in second
+    assert (out / "results.json").read_text() == before
+    third = _finish(_train(out, "trainer.max_epochs=1", "+force=true"))
+    assert "skipping" not in third
+    assert json.loads((out / "results.json").read_text())["status"] == "ok"
+
+
+def test_half_written_results_are_not_trusted(tmp_path):
+    """A truncated results.json does not count as a finished run: the run is done again."""
+    (tmp_path / "results.json").write_text('{"status": "ok", "final": {"test_')
+    r = run(compose_train(FAST), tmp_path, partial(torch.optim.SGD, lr=0.01))
+    assert r["status"] == "ok" and "final" in r
+    assert json.loads((tmp_path / "results.json").read_text())["final"] == r["final"]
