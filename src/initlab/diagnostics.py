@@ -118,8 +118,9 @@ class LayerDiagnostics(Callback):
         for name, layer in _linears(pl_module.net):
             self._grad_norms[name] = _weight_grad_norm(layer)
             self._before[name] = layer.weight.detach().clone()
-            if self._plan.get("histograms") and layer.weight.grad is not None:
-                self._grads[name] = layer.weight.grad.detach().clone()
+            leaf = _weight_leaf(layer)  # under weight norm, W is computed: use v's gradient
+            if self._plan.get("histograms") and leaf.grad is not None:
+                self._grads[name] = leaf.grad.detach().clone()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         for h in self._hooks:
@@ -172,6 +173,13 @@ class LayerDiagnostics(Callback):
                     writer.add_histogram(f"{name}/grad", self._grads[name], self._step)
                 if name in self._captured:
                     writer.add_histogram(f"{name}/preact", self._captured[name][0], self._step)
+
+
+def _weight_leaf(layer: nn.Module) -> Tensor:
+    """The parameter that holds a Linear's weight: W, or the direction v under weight norm."""
+    if nn.utils.parametrize.is_parametrized(layer, "weight"):
+        return layer.parametrizations.weight.original1
+    return layer.weight
 
 
 def _linears(net: nn.Module) -> list[tuple[str, nn.Module]]:
