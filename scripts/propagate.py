@@ -1,0 +1,100 @@
+"""Signal propagation at init: per-layer moments measured beside their mean-field predictions.
+
+    python scripts/propagate.py                                   # the tutorial's net, He, MNIST
+    python scripts/propagate.py init=xavier propagate.inputs=gaussian
+    python scripts/propagate.py -m init=he,xavier model.depth=2,10,20 model.width=256
+    python scripts/propagate.py --plot outputs/propagation-multirun/<date>/<time>
+
+Each run writes propagation.json and propagation.png into its Hydra run directory; a sweep also
+keeps <sweep dir>/propagation_sweep.png up to date (one panel per network, one colour per init),
+which --plot <dir> redraws from every propagation.json below <dir>. A thin Hydra edge over
+initlab.propagation, which does the work without Hydra.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from initlab.cli import preflight
+from initlab.config import ConfigError
+from initlab.data import DataError
+from initlab.propagation import (
+    PLOT_FILE,
+    PROPAGATION_FILE,
+    SWEEP_PLOT_FILE,
+    find_propagation,
+    plot_run,
+    plot_sweep,
+    run_propagation,
+    table,
+    validate,
+)
+from initlab.results import read_results, write_json_atomic
+
+log = logging.getLogger("initlab.propagate")
+
+
+def plot_dir(directory: str | Path) -> Path:
+    """Draw <directory>/propagation_sweep.png from every propagation.json below it."""
+    paths = find_propagation(directory)
+    if not paths:
+        raise FileNotFoundError(f"no {PROPAGATION_FILE} below {directory}")
+    return plot_sweep([read_results(p) for p in paths], Path(directory) / SWEEP_PLOT_FILE)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="propagate")
+def main(cfg: DictConfig) -> None:
+    hydra_cfg = HydraConfig.get()
+    out = Path(hydra_cfg.runtime.output_dir)
+    try:
+        record = run_propagation(OmegaConf.to_container(cfg, resolve=True))
+    except (ConfigError, DataError, ValueError) as exc:  # ValueError: apply_init / build_mlp's
+        if hydra_cfg.mode == RunMode.MULTIRUN:  # one bad combination must not end the sweep
+            log.error("job %s: %s", hydra_cfg.job.override_dirname, exc)
+            return
+        print(f"initlab: config error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    record["output_dir"] = str(out.resolve())
+    write_json_atomic(out / PROPAGATION_FILE, record)
+    plot_run(record, out / PLOT_FILE)
+    log.info(
+        "init=%s %s, %s inputs (%s), %d seeds; prediction: %s\n%s",
+        record["init"],
+        "-".join(map(str, record["widths"])),
+        record["inputs"]["kind"],
+        record["inputs"]["dataset"],
+        len(record["seeds"]),
+        record["prediction"]["method"],
+        table(record),
+    )
+    log.info("wrote %s and %s in %s", PROPAGATION_FILE, PLOT_FILE, out)
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        # Redrawn after every job, so the sweep's plot is complete when the last job ends.
+        log.info("sweep plot: %s", plot_dir(hydra_cfg.sweep.dir))
+
+
+def plot_command(args: list[str]) -> int:
+    if len(args) != 1:
+        print("usage: python scripts/propagate.py --plot <sweep or run dir>", file=sys.stderr)
+        return 2
+    try:
+        print(plot_dir(args[0]))
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        print(f"initlab: cannot plot {args[0]}: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--plot":
+        sys.exit(plot_command(sys.argv[2:]))
+    # bad input: one line and exit 2 before Hydra writes anything
+    preflight(sys.argv[1:], Path(__file__).parents[1] / "conf", "propagate", validate_fn=validate)
+    main()
