@@ -26,12 +26,36 @@ def tally(sweep_dir: str | Path) -> Counter:
     return counts
 
 
+def report(sweep_dir: str | Path) -> Path | None:
+    """Write the sweep's report (initlab.report); None, with the error logged, if it fails: a
+    broken report never fails the end of a sweep whose runs are all recorded."""
+    try:
+        from initlab.report import write_report
+
+        return write_report(sweep_dir)
+    except Exception:
+        log.exception(
+            "the report of %s failed (the runs' results.json are intact); retry with: "
+            "python scripts/report.py %s",
+            sweep_dir,
+            sweep_dir,
+        )
+        return None
+
+
 class SweepSummary(Callback):
-    """At the end of a multirun: one line with the tally, and where results and logs are."""
+    """At the end of a multirun: the report (summary.md, summary.csv, plots), then one line with
+    the tally and where the report, results and logs are."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir).resolve()
         counts = tally(sweep_dir)
         summary = ", ".join(f"{counts[s]} {s}" for s in STATUSES)
-        log.info("sweep finished: %s. Results: %s/*/results.json", summary, sweep_dir)
+        path = report(sweep_dir)
+        log.info(
+            "sweep finished: %s. report: %s. Results: %s/*/results.json",
+            summary,
+            path if path is not None else "failed (error above)",
+            sweep_dir,
+        )
         log.info("TensorBoard: tensorboard --logdir %s", sweep_dir)

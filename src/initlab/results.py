@@ -11,9 +11,9 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 RESULTS_FILE = "results.json"
 STATUSES = ("ok", "diverged", "failed")
@@ -31,15 +31,22 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
-def write_json_atomic(path: str | Path, obj: Any) -> Path:
-    """Write ``obj`` as JSON to ``path`` atomically: readers see the old file or the new one."""
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_atomic(path: str | Path, write: Callable[[BinaryIO], Any]) -> Path:
+    """Write a file atomically: ``write(f)`` fills a temp file in the same directory, which is
+    fsynced and renamed over ``path``. Readers see the old file or the new one, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_finite(obj), f, indent=2, allow_nan=False)
-            f.write("\n")
+        os.fchmod(fd, 0o666 & ~_umask())  # what open() gives a new file (mkstemp's are 0600)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -47,6 +54,17 @@ def write_json_atomic(path: str | Path, obj: Any) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return write_atomic(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` as JSON to ``path`` atomically (NaN/inf written as null)."""
+    text = json.dumps(_finite(obj), indent=2, allow_nan=False) + "\n"
+    return write_text_atomic(path, text)
 
 
 def first_reaching(

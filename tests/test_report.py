@@ -1,0 +1,387 @@
+"""The sweep report (initlab.report, scripts/report.py): exact numbers on a hand-made sweep."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+import initlab.results as results_module
+from initlab import report as rep
+from initlab.hydra_callbacks import SweepSummary
+from initlab.report import write_report, write_text_atomic
+
+ROOT = Path(__file__).resolve().parents[1]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def record(
+    init: str,
+    norm: str,
+    seed: int,
+    *,
+    status: str = "ok",
+    test: float | None = 0.9,
+    train: float | None = 0.95,
+    steps: tuple = (100, 500, None),
+    auc: float | None = 0.8,
+    study: str | None = None,
+    hidden: tuple = (512, 256),
+) -> dict:
+    """A results.json record as initlab.run writes it (schema: docs/results.md)."""
+    r = {
+        "schema_version": 1,
+        "status": status,
+        "error": None,
+        "study": study,
+        "init": init,
+        "init_params": {"gain": 1.0, "bias": 0.0} if init == "xavier" else {"bias": 0.0},
+        "norm": norm,
+        "activation": "relu",
+        "depth": len(hidden),
+        "hidden_sizes": list(hidden),
+        "seed": seed,
+        "optimizer": {"name": "sgd", "lr": 0.01, "momentum": 0.5},
+        "batch_size": 64,
+        "max_epochs": 5,
+        "output_dir": "/somewhere",
+        "dataset": {"name": "mnist", "train": 55000, "val": 5000, "test": 10000},
+        "timing": {"wall_s": 12.5},
+        "config": {"model": {"input_size": 784, "num_classes": 10}, "seed": seed},
+    }
+    if status == "failed":
+        r["error"] = "RuntimeError: boom"
+        r["dataset"] = None  # failed before loading the data
+        return r
+    final_val = None if test is None else test + 0.005
+    r.update(
+        diverged_at_step=250 if status == "diverged" else None,
+        final={
+            "train_loss": None if train is None else 1 - train,
+            "train_acc": train,
+            "val_loss": None,
+            "val_acc": final_val,
+            "test_loss": None,
+            "test_acc": test,
+        },
+        history=[
+            {"step": 0, "epoch": 0, "val_loss": 2.3, "val_acc": 0.1, "train_loss": None},
+            {"step": 100, "epoch": 0, "val_loss": 0.5, "val_acc": 0.85, "train_loss": 0.6},
+            {"step": 200, "epoch": 0, "val_loss": 0.3, "val_acc": final_val, "train_loss": 0.3},
+        ]
+        if status == "ok"
+        else [{"step": 0, "epoch": 0, "val_loss": 2.3, "val_acc": 0.1, "train_loss": None}],
+        steps_to_val_acc=dict(zip(("0.90", "0.95", "0.97"), steps, strict=True)),
+        auc_val_acc=auc,
+    )
+    return r
+
+
+def write(sweep: Path, job: str, rec: dict | str) -> Path:
+    path = sweep / job / "results.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(rec if isinstance(rec, str) else json.dumps(rec))
+    return path
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> Path:
+    """2 inits x 2 norms x seeds 0-2: xavier/batchnorm seed 1 diverged (null metrics), he/none
+    seed 2 failed (no final), he/batchnorm seed 2 half-written (unreadable, so missing)."""
+    d = tmp_path / "sweep"
+    cells = {
+        ("xavier", "none"): [
+            dict(test=0.90, train=0.91, steps=(300, 1000, None), auc=0.80),
+            dict(test=0.92, train=0.93, steps=(500, 1100, None), auc=0.85),
+            dict(test=0.94, train=0.95, steps=(None, 1200, None), auc=0.90),
+        ],
+        ("xavier", "batchnorm"): [
+            dict(test=0.95, train=0.96, steps=(200, 600, 2000)),
+            dict(status="diverged", test=None, train=None, steps=(None, None, None), auc=None),
+            dict(test=0.97, train=0.98, steps=(200, 800, None)),
+        ],
+        ("he", "none"): [
+            dict(test=0.96, steps=(100, 800, None)),
+            dict(test=0.98, steps=(100, 1000, None)),
+            dict(status="failed"),
+        ],
+        ("he", "batchnorm"): [
+            dict(test=0.99, steps=(100, 400, 900)),
+            dict(test=0.97, steps=(100, 600, 1100)),
+        ],
+    }
+    for (init, norm), seeds in cells.items():
+        for seed, kw in enumerate(seeds):
+            write(d, f"init={init},norm={norm},seed={seed}", record(init, norm, seed, **kw))
+    write(d, "init=he,norm=batchnorm,seed=2", '{"status": "ok", "init": "he", "final": {"te')
+    return d
+
+
+def table(md: str) -> list[dict[str, str]]:
+    """The first markdown table of summary.md as dicts keyed by its header."""
+    lines = [ln for ln in md.splitlines() if ln.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = []
+    for ln in lines[2:]:
+        if ln.startswith("|---"):
+            break
+        cells = [c.strip() for c in ln.strip("|").split(" | ")]
+        if len(cells) != len(header):
+            break
+        rows.append(dict(zip(header, cells, strict=True)))
+    return rows
+
+
+def row(rows: list[dict[str, str]], init: str, norm: str) -> dict[str, str]:
+    (found,) = [r for r in rows if r["init"] == init and r["norm"] == norm]
+    return found
+
+
+def pm(values: list[float], digits: int = 3) -> str:
+    """mean ± sample std, computed here independently of the report."""
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def test_exact_means_and_sample_stds(sweep: Path):
+    md = write_report(sweep, plots=False).read_text()
+    rows = table(md)
+    xn = row(rows, "xavier", "none")
+    assert xn["test acc"] == "0.920 ± 0.020" == pm([0.90, 0.92, 0.94])
+    assert xn["train acc"] == "0.930 ± 0.020"
+    assert xn["val AUC"] == pm([0.80, 0.85, 0.90]) == "0.850 ± 0.050"
+    assert xn["steps to 95%"] == "1100 ± 100 (3/3)"
+    assert xn["steps to 90%"] == f"{pm([300, 500], 0)} (2/3)" == "400 ± 141 (2/3)"
+    assert xn["steps to 97%"] == "never (0/3)"
+    assert xn["n"] == "3" and xn["status"] == "3 ok"
+    # the diverged seed has no test acc: 2 of 3 values; steps: one seed reached 97%, alone
+    xb = row(rows, "xavier", "batchnorm")
+    assert xb["test acc"] == f"{pm([0.95, 0.97])} (2/3)" == "0.960 ± 0.014 (2/3)"
+    assert xb["steps to 95%"] == "700 ± 141 (2/3)"
+    assert xb["steps to 97%"] == "2000 (1/3)"
+    assert xb["status"] == "2 ok, 1 diverged"
+    # the failed seed has no validation record: steps are over the 2 runs that have one
+    hn = row(rows, "he", "none")
+    assert hn["status"] == "2 ok, 1 failed" and hn["n"] == "3"
+    assert hn["test acc"] == "0.970 ± 0.014 (2/3)"
+    assert hn["steps to 95%"] == "900 ± 141 (2/2)"
+    hb = row(rows, "he", "batchnorm")
+    assert hb["n"] == "2" and hb["test acc"] == "0.980 ± 0.014"
+    assert hb["steps to 97%"] == "1000 ± 141 (2/2)"
+    assert "sample standard deviation (ddof=1)" in md
+
+
+def test_rows_sorted_by_test_acc_and_columns(sweep: Path):
+    rows = table(write_report(sweep, plots=False).read_text())
+    assert [(r["init"], r["norm"]) for r in rows] == [
+        ("he", "batchnorm"),
+        ("he", "none"),
+        ("xavier", "batchnorm"),
+        ("xavier", "none"),
+    ]
+    # only what varies (plus init and norm); no depth, no tutorial columns
+    assert list(rows[0])[:4] == ["init", "norm", "n", "status"]
+    assert "depth" not in rows[0] and "tutorial says" not in rows[0]
+
+
+def test_header_failures_missing_seeds_and_unreadable(sweep: Path):
+    md = write_report(sweep, plots=False).read_text()
+    assert "**Dataset**: mnist (55,000 train / 5,000 val / 10,000 test images)" in md
+    assert "**Network**: MLP 784-512-256-10, relu" in md
+    assert "**Optimizer**: SGD lr 0.01 momentum 0.5, batch 64, 5 epochs" in md
+    assert "**Runs**: 11 (9 ok, 1 diverged, 1 failed), plus 1 unreadable" in md
+    failed = md.split("## Failed and diverged runs")[1].split("##")[0]
+    assert "| init=he,norm=none,seed=2 | failed | 2 | RuntimeError: boom |" in failed
+    assert "| init=xavier,norm=batchnorm,seed=1 | diverged | 1 | loss not finite at step 250 |" in (
+        failed
+    )
+    missing = md.split("## Missing seeds")[1].split("##")[0]
+    assert "init=he, norm=batchnorm: seeds 2 missing" in missing
+    assert "init=xavier" not in missing
+    bad = md.split("## Unreadable results.json")[1].split("##")[0]
+    assert "init=he,norm=batchnorm,seed=2/results.json" in bad and "JSONDecodeError" in bad
+
+
+def test_summary_csv_one_row_per_run(sweep: Path):
+    write_report(sweep)
+    with open(sweep / "summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 12  # 11 runs + 1 unreadable
+    by_run = {r["run"]: r for r in rows}
+    assert by_run["init=xavier,norm=none,seed=0"]["final.test_acc"] == "0.9"
+    assert by_run["init=xavier,norm=none,seed=0"]["steps_to_val_acc.0.95"] == "1000"
+    assert by_run["init=xavier,norm=none,seed=0"]["optimizer.lr"] == "0.01"
+    assert by_run["init=xavier,norm=none,seed=0"]["config.model.input_size"] == "784"
+    assert by_run["init=xavier,norm=none,seed=0"]["history.n"] == "3"
+    assert by_run["init=xavier,norm=batchnorm,seed=1"]["status"] == "diverged"
+    assert by_run["init=xavier,norm=batchnorm,seed=1"]["final.test_acc"] == ""
+    assert by_run["init=he,norm=none,seed=2"]["error"] == "RuntimeError: boom"
+    assert by_run["init=he,norm=batchnorm,seed=2"]["status"] == "unreadable"
+    assert [r["run"] for r in rows][:2] == ["init=he,norm=batchnorm,seed=0"] + [
+        "init=he,norm=batchnorm,seed=1"
+    ]
+    tests = [float(r["final.test_acc"]) for r in rows if r["run"].startswith("init=xavier,norm=n")]
+    assert statistics.stdev(tests) == pytest.approx(0.02)
+
+
+def test_plots_written_no_temp_files_and_idempotent(sweep: Path):
+    first = write_report(sweep)
+    files = {p.name for p in sweep.iterdir() if p.is_file()}
+    assert files == {"summary.md", "summary.csv", "val_acc_vs_step.png", "test_acc_heatmap.png"}
+    for name in ("val_acc_vs_step.png", "test_acc_heatmap.png"):
+        data = (sweep / name).read_bytes()
+        assert data.startswith(PNG) and len(data) > 10_000
+    md, table_csv = first.read_text(), (sweep / "summary.csv").read_text()
+    assert "![" in md and "(val_acc_vs_step.png)" in md
+    assert write_report(sweep) == first
+    assert first.read_text() == md and (sweep / "summary.csv").read_text() == table_csv
+    assert {p.name for p in sweep.iterdir() if p.is_file()} == files
+    assert not [p for p in sweep.rglob("*") if p.name.endswith(".tmp")]
+    # what the report wrote is not mistaken for results on the next run
+    assert len(rep.load_runs(sweep)[0]) == 11
+
+
+def test_tutorial_claims_column(tmp_path: Path):
+    d = tmp_path / "tutorial"
+    accs = {"zero": 0.11, "small_normal": 0.95, "xavier": 0.975, "he": 0.97, "default": 0.972}
+    speed = {"zero": None, "small_normal": 2000, "xavier": 900, "he": 700, "default": 1000}
+    for init, acc in accs.items():
+        spread = (-0.01, 0.01) if init == "he" else (-0.001, 0.001)  # he: noisy seeds
+        for seed, delta in enumerate(spread):
+            steps = (100, speed[init], None)
+            write(
+                d,
+                f"init={init},seed={seed}",
+                record(init, "none", seed, test=acc + delta, steps=steps, study="tutorial"),
+            )
+    rows = table(write_report(d, plots=False).read_text())
+    assert [r["init"] for r in rows] == ["xavier", "default", "he", "small_normal", "zero"]
+    by = {r["init"]: r for r in rows}
+    assert by["zero"]["tutorial says"] == "low"
+    assert by["small_normal"]["tutorial says"] == "medium, slow"
+    assert by["xavier"]["tutorial says"] == "high, fast"
+    assert by["he"]["tutorial says"] == "very high, fastest"
+    assert by["default"]["tutorial says"] == "(not in the tutorial)"
+    assert by["he"]["measured"] == "acc #3/5, speed #1/5"
+    assert by["zero"]["measured"] == "acc #5/5, never 95%"
+    # he is 0.005 below xavier, less than he's seed std (0.014): said to be within noise
+    assert by["he"]["test acc"] == "0.970 ± 0.014"
+    assert by["he"]["claim holds?"] == "acc: no, within seed std: below xavier; speed: holds"
+    assert by["xavier"]["claim holds?"] == "acc: no, within seed std: above he; speed: holds"
+    assert by["small_normal"]["claim holds?"] == "acc: holds; speed: holds"
+    assert by["zero"]["claim holds?"] == "acc: holds"
+    assert by["default"]["claim holds?"] == "-"
+
+
+def test_depth_columns_and_plot(tmp_path: Path):
+    d = tmp_path / "depth"
+    for init in ("xavier", "he"):
+        for hidden in ((256, 256), (256,) * 4):
+            steps = (100, 500 * len(hidden) if init == "he" else None, None)
+            job = f"init={init},model.depth={len(hidden)}"
+            write(d, job, record(init, "none", 0, hidden=hidden, steps=steps, study="depth"))
+    rows = table(write_report(d).read_text())
+    assert list(rows[0])[:3] == ["init", "norm", "depth"]
+    assert {r["depth"] for r in rows} == {"2", "4"}
+    assert "**Network**: MLP 784-(hidden widths vary; depth varies (2, 4))-10, relu" in (
+        (d / "summary.md").read_text()
+    )
+    assert (d / "depth.png").read_bytes().startswith(PNG)
+
+
+def test_only_failed_runs(tmp_path: Path):
+    d = tmp_path / "all_failed"
+    write(d, "a", record("zero", "weightnorm", 0, status="failed"))
+    write(d, "b", record("zero", "weightnorm", 1, status="failed"))
+    md = write_report(d).read_text()
+    (r,) = table(md)
+    assert r["status"] == "2 failed" and r["test acc"] == "- (0/2)" and r["steps to 95%"] == "-"
+    assert (d / "test_acc_heatmap.png").exists()
+
+
+def test_write_text_atomic_never_leaves_half_a_file(tmp_path: Path, monkeypatch):
+    path = tmp_path / "summary.md"
+    write_text_atomic(path, "old\n")
+    assert oct(path.stat().st_mode & 0o777) != oct(0o600)  # not mkstemp's private mode
+
+    def crash(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(results_module.os, "replace", crash)
+    with pytest.raises(OSError):
+        write_text_atomic(path, "new\n")
+    assert path.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.md"]
+
+
+def test_figure_that_fails_to_save_leaves_nothing(tmp_path: Path):
+    class Broken:
+        def savefig(self, f, **kw):
+            f.write(b"\x89PNG half")
+            raise RuntimeError("renderer crashed")
+
+    with pytest.raises(RuntimeError):
+        rep.save_figure_atomic(Broken(), tmp_path / "plot.png")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_propagation_plot_when_present(tmp_path: Path):
+    torch = pytest.importorskip("torch")
+    propagation = pytest.importorskip("initlab.propagation")
+    d = tmp_path / "prop"
+    x, y = torch.randn(64, 20, dtype=torch.float64), torch.randint(0, 10, (64,))
+    for init in ("he", "xavier"):
+        rec = propagation.propagate({"name": init, "bias": 0.0}, [16, 16], x, y, seeds=[0, 1])
+        rec["inputs"] = {"kind": "gaussian", "dataset": "gaussian", "n": 64}
+        out = d / f"init={init}" / "propagation.json"
+        out.parent.mkdir(parents=True)
+        out.write_text(json.dumps(rec, default=str))
+    md = write_report(d).read_text()
+    assert (d / "propagation.png").read_bytes().startswith(PNG)
+    assert "No readable results.json" in md and "(propagation.png)" in md
+
+
+def test_cli(sweep: Path, tmp_path: Path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(ROOT / "scripts" / "report.py")]
+    ok = subprocess.run([*cmd, str(sweep)], capture_output=True, text=True, env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.strip() == str((sweep / "summary.md").resolve())
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bad = subprocess.run([*cmd, str(empty)], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "nothing to report" in bad.stderr
+    assert not (empty / "summary.md").exists()
+
+
+def test_sweep_end_writes_the_report(sweep: Path, caplog):
+    cfg = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}})
+    with caplog.at_level(logging.INFO, logger="initlab.hydra_callbacks"):
+        SweepSummary().on_multirun_end(cfg)
+    (line,) = [r.getMessage() for r in caplog.records if "sweep finished" in r.getMessage()]
+    assert line.startswith("sweep finished: 9 ok, 1 diverged, 2 failed.")
+    assert f"report: {sweep.resolve() / 'summary.md'}" in line
+    assert (sweep / "summary.md").exists()
+
+
+def test_a_broken_report_does_not_break_the_sweep_end(sweep: Path, caplog, monkeypatch):
+    def broken(sweep_dir):
+        raise ValueError("bad plot")
+
+    monkeypatch.setattr(rep, "write_report", broken)
+    cfg = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}})
+    with caplog.at_level(logging.INFO, logger="initlab.hydra_callbacks"):
+        SweepSummary().on_multirun_end(cfg)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("the report of" in m and "failed" in m for m in messages)
+    assert any("report: failed (error above)" in m for m in messages)
