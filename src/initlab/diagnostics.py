@@ -8,6 +8,7 @@ are attached only for the steps that are measured, so the other steps pay nothin
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import lightning as L
@@ -19,8 +20,9 @@ from torch import Tensor, nn
 
 @torch.no_grad()
 def distinct_units(layer: nn.Linear, dead: Tensor | None = None, atol: float = 1e-6) -> int:
-    """How many different units a layer has: rows of [W | b] equal within ``atol`` count once,
-    and so do all dead units (``dead``: a bool mask of units that output 0 for every input).
+    """How many different units a layer has: rows of [W | b] equal within ``atol`` (max abs
+    difference) count once, and so do all dead units (``dead``: a bool mask of units that output
+    0 for every input).
 
     Zero or constant init gives 1 (the tutorial's symmetry problem); a random init gives the width.
     """
@@ -31,9 +33,16 @@ def distinct_units(layer: nn.Linear, dead: Tensor | None = None, atol: float = 1
     alive = torch.ones(len(rows), dtype=torch.bool) if dead is None else ~dead.cpu()
     n_dead = len(rows) - int(alive.sum())
     rows = rows[alive.to(rows.device)]
-    close = torch.cdist(rows[None], rows[None], p=float("inf"))[0] <= atol
-    # a row counts unless an earlier row equals it
-    return int((~close.tril(diagonal=-1).any(dim=1)).sum()) + (1 if n_dead else 0)
+    # Euclidean distances by one matrix product (fast). max-abs <= L2 <= sqrt(dim) * max-abs:
+    # an earlier row within L2 atol is surely equal; one within sqrt(dim) * atol may be.
+    dist = torch.cdist(rows, rows)
+    earlier = torch.ones_like(dist, dtype=torch.bool).tril(diagonal=-1)
+    duplicate = ((dist <= atol) & earlier).any(dim=1)
+    maybe = (dist <= atol * math.sqrt(rows.shape[1])) & earlier & ~duplicate[:, None]
+    for i, j in maybe.nonzero().tolist():
+        if not duplicate[i] and (rows[i] - rows[j]).abs().max() <= atol:
+            duplicate[i] = True
+    return int((~duplicate).sum()) + (1 if n_dead else 0)
 
 
 def hidden_layers(net: nn.Module) -> list[tuple[str, nn.Linear, nn.Module]]:
@@ -168,11 +177,13 @@ class LayerDiagnostics(Callback):
             writer = logger.experiment
             for name, layer in _linears(net):
                 weight = self._before.get(name, layer.weight.detach())
-                writer.add_histogram(f"{name}/weight", weight, self._step)
+                # 64 linear bins: TensorBoard's default exponential bins sort every value
+                writer.add_histogram(f"{name}/weight", weight, self._step, bins=64)
                 if name in self._grads:
-                    writer.add_histogram(f"{name}/grad", self._grads[name], self._step)
+                    writer.add_histogram(f"{name}/grad", self._grads[name], self._step, bins=64)
                 if name in self._captured:
-                    writer.add_histogram(f"{name}/preact", self._captured[name][0], self._step)
+                    pre = self._captured[name][0]
+                    writer.add_histogram(f"{name}/preact", pre, self._step, bins=64)
 
 
 def _weight_leaf(layer: nn.Module) -> Tensor:

@@ -1,7 +1,9 @@
-"""The LightningModule: cross-entropy, torchmetrics, the optimizer from config.
+"""The LightningModule: cross-entropy, metrics, the optimizer from config.
 
-Per-step work is kept on the device and minimal: metrics accumulate without host syncs, and the
-only sync (logging the step loss, checking it is finite) happens every ``log_every_n_steps``.
+A sweep is thousands of small steps (batch 64), so per-step work is kept minimal: the step is
+written out (manual optimization: no closure machinery), training sums accumulate in one device
+buffer (no metric objects, no host sync), and the only sync (logging the step loss, checking it
+is finite) happens every ``log_every_n_steps``. Validation and test use torchmetrics.
 """
 
 from __future__ import annotations
@@ -49,13 +51,12 @@ class Classifier(L.LightningModule):
         self.net = net
         self.make_optimizer = optimizer
         self.log_every_n_steps = log_every_n_steps
-        self.train_loss, self.train_acc = _mean(), _accuracy(num_classes)
-        self.window_loss = _mean()  # training loss since the last validation
+        self.automatic_optimization = False
+        # [loss sum, correct, samples] over the epoch, then [loss sum, samples] since the last
+        # validation; a buffer, so a mid-epoch checkpoint keeps them and a resume stays exact
+        self.register_buffer("train_sums", torch.zeros(5, dtype=torch.float64))
         self.val_loss, self.val_acc = _mean(), _accuracy(num_classes)
         self.test_loss, self.test_acc = _mean(), _accuracy(num_classes)
-        # training sums survive a mid-epoch checkpoint, so a resumed epoch's means are exact
-        for metric in (self.train_loss, self.train_acc, self.window_loss):
-            metric.persistent(True)
         self.history: list[dict[str, Any]] = []
         self.epoch_train: dict[str, float] = {}
         self.diverged_at_step: int | None = None
@@ -90,16 +91,21 @@ class Classifier(L.LightningModule):
     # -- training --------------------------------------------------------------------------
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
+        optimizer = self.optimizers()
+        optimizer.zero_grad(set_to_none=True)
         logits = self.net(x)
         loss = F.cross_entropy(logits, y)
-        detached = loss.detach()
-        self.train_loss.update(detached, len(y))
-        self.window_loss.update(detached, len(y))
-        self.train_acc.update(logits.detach(), y)
-        if (self.global_step + 1) % self.log_every_n_steps == 0:
-            batch_acc = (logits.argmax(dim=1) == y).float().mean()
-            self.log_dict({"train/loss": detached, "train/acc": batch_acc})
-            if not math.isfinite(float(detached)):
+        self.manual_backward(loss)
+        optimizer.step()
+        with torch.no_grad():
+            n = torch.tensor(float(len(y)), dtype=torch.float64, device=loss.device)
+            loss_sum = loss.detach().double() * n
+            correct = (logits.argmax(dim=1) == y).sum().double()
+            self.train_sums += torch.stack([loss_sum, correct, n, loss_sum, n])
+        if self.global_step % self.log_every_n_steps == 0:  # global_step counts this step now
+            batch_acc = correct / n
+            self.log_dict({"train/loss": loss.detach(), "train/acc": batch_acc.float()})
+            if not math.isfinite(float(loss)):
                 self._diverged()
         return loss
 
@@ -110,17 +116,15 @@ class Classifier(L.LightningModule):
 
     def epoch_train_metrics(self) -> dict[str, float]:
         """Mean training loss and accuracy over this epoch's batches so far."""
-        return {
-            "train_loss": float(self.train_loss.compute()),
-            "train_acc": float(self.train_acc.compute()),
-        }
+        loss_sum, correct, n = self.train_sums[:3].tolist()
+        nan = float("nan")
+        return {"train_loss": loss_sum / n if n else nan, "train_acc": correct / n if n else nan}
 
     def on_train_epoch_end(self) -> None:
         self.epoch_train = self.epoch_train_metrics()
         self.log("train/loss_epoch", self.epoch_train["train_loss"])
         self.log("train/acc_epoch", self.epoch_train["train_acc"])
-        self.train_loss.reset()
-        self.train_acc.reset()
+        self.train_sums[:3] = 0
         if not math.isfinite(self.epoch_train["train_loss"]):
             self._diverged()
 
@@ -147,8 +151,9 @@ class Classifier(L.LightningModule):
             return
         if self.trainer.sanity_checking and self.global_step != 0:
             return  # the validation before training counts only at step 0 (not on a resume)
-        window = float(self.window_loss.compute()) if self.window_loss.update_count else None
-        self.window_loss.reset()
+        window_sum, window_n = self.train_sums[3:].tolist()
+        window = window_sum / window_n if window_n else None
+        self.train_sums[3:] = 0
         self.history.append(
             {
                 "step": int(self.global_step),
