@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
@@ -46,6 +47,18 @@ def mnist_root() -> Path:
     if not root or not (Path(root) / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
         pytest.skip("real MNIST not available (set INITLAB_MNIST_ROOT to a folder with MNIST/raw)")
     return Path(root)
+
+
+def sgd_steps(net, steps: int = 5, seed: int = 0) -> None:
+    """A few real SGD steps on random 784-pixel inputs (symmetry must survive them, or break)."""
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.5)
+    for _ in range(steps):
+        x = torch.randn(32, 784, generator=gen)
+        y = torch.randint(0, 10, (32,), generator=gen)
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
 
 
 def run_train(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:

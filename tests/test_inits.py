@@ -27,7 +27,7 @@ from initlab.inits import DATA_DEPENDENT, INITS, apply_init, hadamard, init_para
 from initlab.mlp import build_mlp, linear_layers
 from initlab.run import run
 
-from .conftest import CONF, FAST, compose_train, run_train
+from .conftest import CONF, FAST, compose_train, run_train, sgd_steps
 
 P_MIN = 1e-4  # as in PyTorch's test_init.py
 _rng = random.Random(2013)
@@ -369,17 +369,6 @@ def test_lsuv_needs_a_batch():
 # -- symmetry: what the tutorial says, and its counterpoints ---------------------------------
 
 
-def _sgd_steps(net, steps=5, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.5)
-    for _ in range(steps):
-        x = torch.randn(32, 784, generator=gen)
-        y = torch.randint(0, 10, (32,), generator=gen)
-        opt.zero_grad()
-        nn.functional.cross_entropy(net(x), y).backward()
-        opt.step()
-
-
 @pytest.mark.parametrize(
     ("name", "norm"),
     [(n, "none") for n in NAMES]
@@ -390,7 +379,7 @@ def test_symmetric_inits_stay_symmetric_random_ones_break_it(train_x, name, norm
     torch.manual_seed(0)
     init = partial(apply_init, spec={"name": name}, batch=train_x)
     net = build_mlp(784, [64, 32], 10, norm=norm, init=init)
-    _sgd_steps(net)
+    sgd_steps(net)
     for lname, layer in linear_layers(net)[:-1]:
         assert torch.isfinite(layer.weight).all()
         expected = 1 if name in SYMMETRIC else layer.out_features

@@ -12,6 +12,8 @@ from initlab.diagnostics import distinct_units
 from initlab.inits import apply_init
 from initlab.mlp import build_mlp, linear_layers
 
+from .conftest import sgd_steps
+
 NORM_TYPES = {"none": None, "batchnorm": nn.BatchNorm1d, "layernorm": nn.LayerNorm}
 
 
@@ -47,22 +49,11 @@ def test_unknown_norm_and_activation():
         build_mlp(4, [4], 2, activation="swish")
 
 
-def _sgd_steps(net, steps=5, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.5)
-    for _ in range(steps):
-        x = torch.randn(32, 784, generator=gen)
-        y = torch.randint(0, 10, (32,), generator=gen)
-        opt.zero_grad()
-        nn.functional.cross_entropy(net(x), y).backward()
-        opt.step()
-
-
 @pytest.mark.parametrize(("init", "expected"), [("zero", 1), ("he", None), ("xavier", None)])
 def test_symmetry_of_zero_init_survives_training(init, expected):
     torch.manual_seed(0)
     net = build_mlp(784, [64, 32], 10, init=partial(apply_init, spec={"name": init}))
-    _sgd_steps(net)
+    sgd_steps(net)
     for _, layer in linear_layers(net)[:-1]:
         assert distinct_units(layer) == (expected or layer.out_features)
 

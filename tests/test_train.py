@@ -198,3 +198,25 @@ def test_experiment_runs_in_smoke_mode(tmp_path, name):
         r = _check_results(path)
         assert r["status"] == "ok" and r["study"] == name
         assert r["dataset"]["name"] == "synthetic" and r["timing"]["train_samples"] == 4 * 64
+
+
+def test_sweep_survives_a_diverging_and_a_failing_job(tmp_path):
+    """One job diverges (lr 1e4), one fails (zero init under weight norm: 0/0); the sweep goes on,
+    tallies them and its report lists both."""
+    sweep = tmp_path / "sweep"
+    args = ["-m", "init=zero,xavier", "norm=none,weightnorm", "optimizer.lr=10000"]
+    proc = run_train(
+        [*args, *FAST, "trainer.log_every_n_steps=1", f"hydra.sweep.dir={sweep}"], cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    status = {}
+    for path in sweep.glob("*/results.json"):
+        r = json.loads(path.read_text())
+        status[(r["init"], r["norm"])] = r["status"]
+    assert status[("zero", "weightnorm")] == "failed"
+    assert status[("xavier", "none")] == "diverged"
+    counts = {s: list(status.values()).count(s) for s in STATUSES}
+    tally = f"{counts['ok']} ok, {counts['diverged']} diverged, {counts['failed']} failed"
+    assert tally in proc.stdout + proc.stderr
+    summary = (sweep / "summary.md").read_text()
+    assert "diverged" in summary and "failed" in summary and "weightnorm" in summary
