@@ -15,7 +15,7 @@ import torch
 
 from initlab.run import run
 
-from .conftest import FAST, TRAIN, compose_train
+from .conftest import FAST, TRAIN, compose_train, run_train
 
 # 149 steps per epoch on synthetic data: long enough to interrupt a run mid-way.
 ARGS = [
@@ -127,3 +127,17 @@ def test_half_written_results_are_not_trusted(tmp_path):
     r = run(compose_train(FAST), tmp_path, partial(torch.optim.SGD, lr=0.01))
     assert r["status"] == "ok" and "final" in r
     assert json.loads((tmp_path / "results.json").read_text())["final"] == r["final"]
+
+
+def test_relaunched_sweep_skips_its_finished_jobs(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", "init=zero,he", *FAST, f"hydra.sweep.dir={sweep}"]
+    first = run_train(args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = {p: p.read_text() for p in sweep.glob("*/results.json")}
+    assert len(before) == 2
+    second = run_train(args, cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert (second.stdout + second.stderr).count("already finished (status ok): skipping") == 2
+    assert {p: p.read_text() for p in sweep.glob("*/results.json")} == before
+    assert "2 ok, 0 diverged, 0 failed" in second.stdout + second.stderr

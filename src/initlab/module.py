@@ -105,7 +105,7 @@ class Classifier(L.LightningModule):
         if self.global_step % self.log_every_n_steps == 0:  # global_step counts this step now
             batch_acc = correct / n
             self.log_dict({"train/loss": loss.detach(), "train/acc": batch_acc.float()})
-            if not math.isfinite(float(loss)):
+            if not math.isfinite(float(loss.detach())):
                 self._diverged()
         return loss
 
