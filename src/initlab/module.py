@@ -98,8 +98,8 @@ class Classifier(L.LightningModule):
         self.manual_backward(loss)
         optimizer.step()
         with torch.no_grad():
-            n = torch.tensor(float(len(y)), dtype=torch.float64, device=loss.device)
-            loss_sum = loss.detach().double() * n
+            loss_sum = loss.detach().double() * len(y)
+            n = torch.full_like(loss_sum, len(y))  # a fill on the device: no host-to-device copy
             correct = (logits.argmax(dim=1) == y).sum().double()
             self.train_sums += torch.stack([loss_sum, correct, n, loss_sum, n])
         if self.global_step % self.log_every_n_steps == 0:  # global_step counts this step now
