@@ -969,6 +969,21 @@ def plot_heatmap(configs: Sequence[Config], path: Path) -> Path:
         plt.close(fig)
 
 
+def _errorbar_vs_depth(ax: Any, points: list[tuple[Any, Any]], color: Any, label: str) -> None:
+    """Mean ± std against depth, for the (depth, Stat) points that have values."""
+    points = [(d, s) for d, s in points if s.values]
+    if points:
+        ax.errorbar(
+            [d for d, _ in points],
+            [s.mean for _, s in points],
+            yerr=[s.std or 0.0 for _, s in points],
+            color=color,
+            marker="o",
+            capsize=3,
+            label=label,
+        )
+
+
 def plot_depth(configs: Sequence[Config], path: Path) -> Path:
     """Test accuracy and steps to 95% val accuracy against depth, one line per init; one column
     per value of the other varying fields (norm, ...)."""
@@ -993,30 +1008,11 @@ def plot_depth(configs: Sequence[Config], path: Path) -> Path:
         for label in sorted(lines, key=lambda lb: _order(lines[lb][0].key["init"], INIT_ORDER)):
             cs = sorted(lines[label], key=lambda c: c.key["depth"] or 0)
             color = colors[cs[0].key["init"]]
-            acc = [(c.key["depth"], c.final("test_acc")) for c in cs]
-            acc = [(d, s) for d, s in acc if s.values]
-            if acc:
-                ax_acc.errorbar(
-                    [d for d, _ in acc],
-                    [s.mean for _, s in acc],
-                    yerr=[s.std or 0.0 for _, s in acc],
-                    color=color,
-                    marker="o",
-                    capsize=3,
-                    label=label,
-                )
+            _errorbar_vs_depth(
+                ax_acc, [(c.key["depth"], c.final("test_acc")) for c in cs], color, label
+            )
             steps = [(c.key["depth"], c.steps("0.95")) for c in cs]
-            hit = [(d, s) for d, s in steps if s.values]
-            if hit:
-                ax_steps.errorbar(
-                    [d for d, _ in hit],
-                    [s.mean for _, s in hit],
-                    yerr=[s.std or 0.0 for _, s in hit],
-                    color=color,
-                    marker="o",
-                    capsize=3,
-                    label=label,
-                )
+            _errorbar_vs_depth(ax_steps, steps, color, label)
             miss = [d for d, s in steps if s.n and not s.values]
             if miss:
                 y = never_y if never_y is not None else 1.0
