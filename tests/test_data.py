@@ -13,6 +13,8 @@ from initlab.data import (
     BatchIndexSampler,
     DataError,
     MNISTDataModule,
+    Split,
+    TensorBatches,
     load_torchvision_mnist,
     normalize,
     split_indices,
@@ -73,6 +75,75 @@ def test_batches_are_reshuffled_per_epoch_and_reproducible():
     other_seed = BatchIndexSampler(n=100, batch_size=32, shuffle=True, seed=4)
     other_seed.set_epoch(1)
     assert not torch.equal(torch.cat(list(other_seed)), epoch1)
+
+
+def _sizes(blocks):
+    return [len(b) for b in blocks]
+
+
+@pytest.mark.parametrize(("start", "sizes"), [(0, [4, 4, 2]), (6, [2, 4, 4]), (7, [1, 4, 4, 1])])
+def test_blocks_end_on_multiples_of_the_block_in_global_steps(start, sizes):
+    plain = BatchIndexSampler(n=100, batch_size=10, shuffle=True, seed=3)
+    blocks = BatchIndexSampler(
+        n=100, batch_size=10, shuffle=True, seed=3, block=4, step_fn=lambda: start
+    )
+    got = list(blocks)
+    assert _sizes(got) == sizes
+    ends = [start + sum(sizes[: i + 1]) for i in range(len(sizes))]
+    assert all(e % 4 == 0 for e in ends[:-1])  # only the epoch's end cuts a block short
+    # the same batches in the same order as one batch per step
+    assert [b.tolist() for block in got for b in block] == [b.tolist() for b in plain]
+    with pytest.raises(TypeError):
+        len(blocks)  # the count depends on the start: Lightning must not end epochs by it
+
+
+def test_block_sampler_resumes_after_the_steps_done_and_keeps_the_alignment():
+    step = {"now": 0}
+    blocks = BatchIndexSampler(
+        n=100, batch_size=10, shuffle=True, seed=3, block=4, step_fn=lambda: step["now"]
+    )
+    full = [b for block in blocks for b in block]
+    step["now"] = 3  # three batches trained, then the checkpoint
+    assert blocks.steps_done() == 3
+    blocks.resume(3)
+    rest = list(blocks)
+    assert _sizes(rest) == [1, 4, 2]  # to step 4, then whole blocks: as the first pass
+    assert blocks.epoch_start_step == 0 and blocks.steps_done() == 3
+    assert [b.tolist() for block in rest for b in block] == [b.tolist() for b in full[3:]]
+
+
+def test_limit_keeps_the_first_batches_of_each_epoch():
+    plain = BatchIndexSampler(n=100, batch_size=10, shuffle=True, seed=3)
+    limited = BatchIndexSampler(n=100, batch_size=10, shuffle=True, seed=3, limit=3)
+    assert len(limited) == 3
+    assert [b.tolist() for b in limited] == [b.tolist() for b in list(plain)[:3]]
+    blocks = BatchIndexSampler(n=100, batch_size=10, shuffle=True, seed=3, limit=3, block=2)
+    assert _sizes(list(blocks)) == [2, 1]
+
+
+def test_a_block_is_gathered_into_the_same_batches():
+    gen = torch.Generator().manual_seed(0)
+    split = Split(torch.randn(50, 784, generator=gen), torch.randint(0, 10, (50,), generator=gen))
+    ds = TensorBatches(split)
+    idx = list(torch.randperm(50, generator=gen).split(16))
+    block = ds[idx]
+    assert len(block) == 4
+    for (x, y), i in zip(block, idx, strict=True):
+        bx, by = ds[i]
+        assert torch.equal(x, bx) and torch.equal(y, by)
+
+
+def test_datamodule_yields_blocks_of_steps_and_limits_in_batches():
+    dm = MNISTDataModule(
+        name="synthetic", batch_size=64, val_size=200, steps_per_execution=5, limit_train_batches=7
+    )
+    dm.setup()
+    blocks = list(dm.train_dataloader())
+    assert _sizes(blocks) == [5, 2]
+    x, y = blocks[0][0]
+    assert x.shape == (64, 784) and y.shape == (64,)
+    dm.limit_train_batches = 0.5  # a fraction of the 13 batches, as Lightning reads it
+    assert sum(_sizes(dm.train_dataloader())) == 6
 
 
 def test_train_loader_yields_whole_batches_by_index():

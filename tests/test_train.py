@@ -70,6 +70,50 @@ def test_run_trains_on_synthetic_data(tmp_path):
     assert expected <= tags
 
 
+def _events(logdir: Path) -> dict[str, list[tuple[int, float]]]:
+    ea = EventAccumulator(str(logdir), size_guidance={"scalars": 0, "histograms": 0})
+    ea.Reload()
+    out = {t: [(e.step, e.value) for e in ea.Scalars(t)] for t in ea.Tags()["scalars"]}
+    for t in ea.Tags()["histograms"]:
+        out[t] = [(e.step, e.histogram_value.sum) for e in ea.Histograms(t)]
+    return out
+
+
+def test_blocks_of_steps_train_exactly_as_one_step_per_batch(tmp_path):
+    """steps_per_execution changes the speed only: same weights, history and TensorBoard."""
+    common = [
+        *FAST,
+        "trainer.max_epochs=2",
+        "trainer.log_every_n_steps=2",
+        "diagnostics.every_n_steps=3",
+        "diagnostics.histogram_every_n_steps=4",
+    ]
+    records, events = {}, {}
+    for k in (1, 5):  # 13 steps per epoch: blocks of 5 start off the epoch's start
+        cfg = compose_train([*common, f"steps_per_execution={k}"])
+        records[k] = run(cfg, tmp_path / str(k), SGD)
+        events[k] = _events(tmp_path / str(k) / "tensorboard")
+    a, b = records[1], records[5]
+    assert a["status"] == b["status"] == "ok"
+    assert a["final"] == b["final"]
+    drop_wall = [{k: v for k, v in h.items() if k != "wall_s"} for h in a["history"]]
+    assert drop_wall == [{k: v for k, v in h.items() if k != "wall_s"} for h in b["history"]]
+    assert a["timing"]["train_samples"] == b["timing"]["train_samples"] == 1600
+    wa = torch.load(tmp_path / "1" / "checkpoints" / "last.ckpt", weights_only=False)
+    wb = torch.load(tmp_path / "5" / "checkpoints" / "last.ckpt", weights_only=False)
+    for name, tensor in wa["state_dict"].items():
+        assert torch.equal(tensor, wb["state_dict"][name]), name
+    assert events[1].keys() == events[5].keys()
+    for tag in events[1]:
+        assert events[1][tag] == events[5][tag], tag
+    # every metric at its optimizer step: training every 2, diagnostics every 3, validation every 5
+    assert [s for s, _ in events[5]["train/loss"]] == list(range(2, 27, 2))
+    assert [s for s, _ in events[5]["fc1/act_std"]] == [0, 3, 6, 9, 12, 15, 18, 21, 24, 25]
+    assert [s for s, _ in events[5]["fc1/distinct_units"]] == [0, 12, 25]
+    assert [s for s, _ in events[5]["fc1/weight"]] == [0, 4, 8, 12, 16, 20, 24, 25]
+    assert [s for s, _ in events[5]["val/acc"]] == [0, 5, 10, 13, 15, 20, 25, 26]
+
+
 def test_hparams_reach_tensorboard(tmp_path):
     run(compose_train(FAST), tmp_path, SGD)
     ea = EventAccumulator(str(tmp_path / "tensorboard"))

@@ -13,16 +13,21 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from initlab.data import steps_of
+
 log = logging.getLogger(__name__)
 
 
 class ValidateAtEpochEnd(Callback):
-    """Validate at the end of every epoch as well as every ``val_check_interval`` steps.
+    """Validate every ``val_check_interval`` optimizer steps and at the end of every epoch.
 
-    Lightning does one or the other: an integer ``val_check_interval`` counts steps (globally with
-    ``check_val_every_n_epoch=None``) but skips the epoch's last batch unless the epoch length is a
-    multiple of it. The study wants convergence in steps *and* a validation at each epoch end, so
-    the epoch loop's decision is widened to include the last batch.
+    Lightning does one or the other: an integer ``val_check_interval`` counts batches (globally
+    with ``check_val_every_n_epoch=None``) but skips the epoch's last batch unless the epoch
+    length is a multiple of it. The study wants convergence in steps *and* a validation at each
+    epoch end; and a training batch may be a block of several steps (``steps_per_execution``),
+    whose ends fall on the step multiples. So the epoch loop's decision is replaced: an integer
+    interval with ``check_val_every_n_epoch=None`` counts ``global_step``; other settings (a
+    fraction of the epoch, a time) keep Lightning's decision; both add the epoch's last batch.
     """
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -35,11 +40,25 @@ class ValidateAtEpochEnd(Callback):
                     "ValidateAtEpochEnd needs updating"
                 )
             return
+        interval = trainer.val_check_interval
+        every = (
+            interval
+            if isinstance(interval, int)
+            and not isinstance(interval, bool)
+            and trainer.check_val_every_n_epoch is None
+            else None
+        )
 
         def should_check_val(data_fetcher: Any) -> bool:
-            if decide(data_fetcher):
+            if not loop._should_check_val_epoch():
+                return False
+            if loop.batch_progress.is_last_batch:
                 return True
-            return loop._should_check_val_epoch() and loop.batch_progress.is_last_batch
+            if every is None:
+                return decide(data_fetcher)
+            if trainer.should_stop and trainer.fit_loop._can_stop_early:
+                return True  # as Lightning: validate before an early stop
+            return trainer.global_step % every == 0
 
         should_check_val._initlab = True  # type: ignore[attr-defined]
         loop._should_check_val_fx = should_check_val
@@ -58,6 +77,7 @@ class ThroughputTimer(Callback):
         self._training = False
         self._since: float | None = None  # the train clock runs since then
         self._t_val: float | None = None
+        self._step = 0
 
     def train_seconds(self) -> float:
         """Training time so far, the running stretch included."""
@@ -71,8 +91,12 @@ class ThroughputTimer(Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._training, self._since = True, time.perf_counter()
 
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._step = trainer.global_step
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.samples += len(batch[1])
+        trained = trainer.global_step - self._step  # a block may stop early (max_steps, NaN)
+        self.samples += sum(len(y) for _, y in steps_of(batch)[:trained])
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._pause()

@@ -90,9 +90,34 @@ def validate(cfg: Mapping[str, Any]) -> None:
             f"{n_train} training images it is split from"
         )
     _init_params(cfg)
+    _steps_per_execution(cfg)
     force = cfg.get("force", False)
     if not isinstance(force, bool):
         raise ConfigError(f"force={force!r} must be true or false")
+
+
+def _steps_per_execution(cfg: Mapping[str, Any]) -> None:
+    """'auto', or a positive integer that divides a step-counted validation interval."""
+    k = cfg.get("steps_per_execution", "auto")
+    if k == "auto":
+        return
+    if not _is_int(k) or k <= 0:
+        raise ConfigError(f"steps_per_execution={k!r} must be a positive integer or auto")
+    trainer = _get(cfg, "trainer")
+    every = trainer.get("val_check_interval")
+    if k == 1:
+        return
+    per_epoch = trainer.get("check_val_every_n_epoch") is not None
+    if _is_int(every) and not per_epoch and every % k:
+        raise ConfigError(
+            f"steps_per_execution={k} must divide trainer.val_check_interval={every} "
+            "(validation happens between blocks of steps), or be auto"
+        )
+    if not (every is None or every == 1.0 or (_is_int(every) and not per_epoch)):
+        raise ConfigError(
+            f"steps_per_execution={k} needs trainer.val_check_interval in steps (an integer, "
+            f"with check_val_every_n_epoch=null) or 1.0, not {every!r}: set it to 1 or auto"
+        )
 
 
 def _init_params(cfg: Mapping[str, Any]) -> None:

@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -186,12 +187,19 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
-class BatchIndexSampler(Sampler[Tensor]):
-    """Yields one index tensor per batch: a seeded permutation per epoch, cut into batches.
+class BatchIndexSampler(Sampler):
+    """Yields the batches of a seeded per-epoch permutation, as index tensors.
 
     The order of epoch e is a pure function of (seed, e). The epoch comes from ``epoch_fn`` when
     given (the trainer's count of finished epochs, right also after a resume), else from
-    ``set_epoch``; ``resume(batches_done)`` makes the next pass skip the batches already trained.
+    ``set_epoch``; ``resume(batches_done)`` makes the next pass skip the batches already trained;
+    ``limit`` keeps only the first ``limit`` batches of each epoch.
+
+    With ``block=K`` it yields blocks: lists of up to K batches, trained as K optimizer steps in
+    one Lightning batch (Lightning's per-batch machinery costs about as much as a small MLP's
+    step). Blocks end at multiples of K counted in global steps (``step_fn``: the steps trained
+    before this pass), so a schedule counted in steps (validate every 100) falls on block ends;
+    an epoch's end cuts a block short. Index tensors are made on ``device``.
     """
 
     def __init__(
@@ -201,10 +209,18 @@ class BatchIndexSampler(Sampler[Tensor]):
         shuffle: bool,
         seed: int = 0,
         epoch_fn: Callable[[], int] | None = None,
+        block: int | None = None,
+        step_fn: Callable[[], int] | None = None,
+        limit: int | None = None,
+        device: torch.device | str | None = None,
     ) -> None:
+        if block is not None and block < 1:
+            raise ValueError(f"block={block} must be a positive integer")
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
-        self.epoch_fn = epoch_fn
+        self.epoch_fn, self.step_fn = epoch_fn, step_fn
+        self.block, self.limit, self.device = block, limit, device
         self.epoch = 0
+        self.epoch_start_step = 0  # global step at the start of the current epoch
         self._skip = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -217,17 +233,42 @@ class BatchIndexSampler(Sampler[Tensor]):
         """Let the next pass start after the first ``batches_done`` batches of its epoch."""
         self._skip = batches_done
 
-    def __iter__(self):
+    def steps_done(self) -> int:
+        """Batches of the current epoch trained so far (``step_fn`` counts them)."""
+        return (self.step_fn() if self.step_fn is not None else 0) - self.epoch_start_step
+
+    def batches(self) -> list[Tensor]:
+        """This epoch's batches of indices (``limit`` applied, nothing skipped)."""
         if self.shuffle:
             seed = epoch_seed(self.seed, self.current_epoch())
             order = torch.randperm(self.n, generator=torch.Generator().manual_seed(seed))
         else:
             order = torch.arange(self.n)
+        batches = order.to(self.device).split(self.batch_size)
+        return list(batches[: self.limit] if self.limit is not None else batches)
+
+    def __iter__(self):
+        batches = self.batches()
         skip, self._skip = self._skip, 0
-        return iter(order.split(self.batch_size)[skip:])
+        start = self.step_fn() if self.step_fn is not None else 0
+        self.epoch_start_step = start - skip
+        batches = batches[skip:]
+        if self.block is None:
+            return iter(batches)
+        first = self.block - start % self.block  # steps left to the next multiple of the block
+        cuts = range(first, len(batches), self.block)
+        return iter(
+            [batches[a:b] for a, b in zip([0, *cuts], [*cuts, len(batches)], strict=True) if b > a]
+        )
 
     def __len__(self) -> int:
-        return math.ceil(self.n / self.batch_size)
+        if self.block is not None:
+            # The count of blocks depends on the step an epoch starts at. Lightning takes a
+            # length once and ends epochs by it, so it gets none and finds each epoch's last
+            # block by fetching one ahead.
+            raise TypeError("a block sampler has no fixed length")
+        n_batches = math.ceil(self.n / self.batch_size)
+        return n_batches if self.limit is None else min(n_batches, self.limit)
 
 
 class ResumableLoader(DataLoader):
@@ -235,31 +276,37 @@ class ResumableLoader(DataLoader):
 
     Lightning saves ``state_dict()`` with every checkpoint and, when it resumes inside an epoch,
     calls ``load_state_dict`` before iterating again: the resumed run sees the rest of the
-    interrupted epoch's seeded order. ``batches_done`` is the trainer's count of batches trained
-    in this epoch (the loader itself runs one batch ahead, prefetched).
+    interrupted epoch's seeded order. The position is counted in batches (optimizer steps) from
+    the trainer's step count, so it holds whatever the block size.
     """
 
-    def __init__(
-        self, split: Split, sampler: BatchIndexSampler, batches_done: Callable[[], int]
-    ) -> None:
+    def __init__(self, split: Split, sampler: BatchIndexSampler) -> None:
         super().__init__(TensorBatches(split), sampler=sampler, batch_size=None, collate_fn=_as_is)
-        self._batches_done = batches_done
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.sampler.current_epoch(), "batches_done": int(self._batches_done())}
+        return {"epoch": self.sampler.current_epoch(), "batches_done": self.sampler.steps_done()}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.sampler.resume(state["batches_done"])
 
 
 class TensorBatches(Dataset):
-    """A dataset indexed by a whole batch of indices at once: ``ds[idx] = (x[idx], y[idx])``."""
+    """A dataset indexed by a whole batch of indices at once: ``ds[idx] = (x[idx], y[idx])``.
+
+    A block (a list of index tensors) gives a list of ``(x, y)`` batches, gathered in one
+    indexing operation per tensor.
+    """
 
     def __init__(self, split: Split) -> None:
         self.split = split
 
-    def __getitem__(self, idx: Tensor) -> tuple[Tensor, Tensor]:
-        return self.split.x[idx], self.split.y[idx]
+    def __getitem__(self, idx: Tensor | list[Tensor]):
+        if isinstance(idx, Tensor):
+            return self.split.x[idx], self.split.y[idx]
+        sizes = [len(i) for i in idx]
+        flat = torch.cat(idx)
+        x, y = self.split.x[flat], self.split.y[flat]
+        return list(zip(x.split(sizes), y.split(sizes), strict=True))
 
     def __len__(self) -> int:
         return len(self.split)
@@ -269,9 +316,20 @@ def _as_is(batch):
     return batch
 
 
-def batch_loader(split: Split, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
+def steps_of(batch: Any) -> list[tuple[Tensor, Tensor]]:
+    """The ``(x, y)`` batches of a training batch: itself, or the batches of a block."""
+    return [batch] if isinstance(batch[0], Tensor) else list(batch)
+
+
+def batch_loader(
+    split: Split,
+    batch_size: int,
+    shuffle: bool,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+) -> DataLoader:
     """A DataLoader that draws each batch with one indexing op (no per-sample work, no workers)."""
-    sampler = BatchIndexSampler(len(split), batch_size, shuffle, seed)
+    sampler = BatchIndexSampler(len(split), batch_size, shuffle, seed, device=device)
     return DataLoader(TensorBatches(split), sampler=sampler, batch_size=None, collate_fn=_as_is)
 
 
@@ -279,7 +337,10 @@ class MNISTDataModule(L.LightningDataModule):
     """MNIST (or its offline or synthetic stand-ins) as normalized in-memory tensors.
 
     ``dataset_name`` says what was really loaded: "mnist", "mnist-embedded-5k" (offline fallback)
-    or "synthetic".
+    or "synthetic". Under a trainer the tensors move to its device once, so that batches are
+    indexed there. ``steps_per_execution`` > 1 makes the training loader yield blocks of that
+    many batches (see ``BatchIndexSampler``); ``limit_train_batches`` (an int, or a fraction of
+    the epoch) counts batches, whatever the block size.
     """
 
     def __init__(
@@ -297,6 +358,8 @@ class MNISTDataModule(L.LightningDataModule):
         seed: int = 0,
         synthetic_train: int = 1000,
         synthetic_test: int = 200,
+        steps_per_execution: int = 1,
+        limit_train_batches: int | float | None = None,
     ) -> None:
         super().__init__()
         if name not in DATASET_NAMES:
@@ -312,6 +375,8 @@ class MNISTDataModule(L.LightningDataModule):
         self.split_seed = split_seed
         self.seed = seed
         self.synthetic_sizes = (synthetic_train, synthetic_test)
+        self.steps_per_execution = steps_per_execution
+        self.limit_train_batches = limit_train_batches
         self.dataset_name: str | None = None
         self.train: Split | None = None
         self.val: Split | None = None
@@ -381,10 +446,23 @@ class MNISTDataModule(L.LightningDataModule):
 
     # -- loaders ---------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
+        self.train = self._on_device(self.train)
+        n_batches = math.ceil(len(self.train) / self.batch_size)
+        limit = self.limit_train_batches
+        if isinstance(limit, float):
+            limit = max(1, int(n_batches * limit))
         sampler = BatchIndexSampler(
-            len(self.train), self.batch_size, shuffle=True, seed=self.seed, epoch_fn=self._epoch
+            len(self.train),
+            self.batch_size,
+            shuffle=True,
+            seed=self.seed,
+            epoch_fn=self._epoch,
+            block=self.steps_per_execution if self.steps_per_execution > 1 else None,
+            step_fn=self._global_step,
+            limit=limit,
+            device=self.train.x.device,
         )
-        return ResumableLoader(self.train, sampler, self._batches_done)
+        return ResumableLoader(self.train, sampler)
 
     # Lightning creates the epoch's iterator before it calls set_epoch when it resumes, so the
     # sampler reads the epoch from the trainer's progress instead.
@@ -392,17 +470,27 @@ class MNISTDataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         return trainer.fit_loop.epoch_progress.current.processed if trainer is not None else 0
 
-    def _batches_done(self) -> int:
+    def _global_step(self) -> int:
         trainer = getattr(self, "trainer", None)
-        if trainer is None:
-            return 0
-        return trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        return trainer.global_step if trainer is not None else 0
+
+    def _on_device(self, split: Split) -> Split:
+        """``split`` on the trainer's device (MNIST is 200 MB as float32: it fits any GPU)."""
+        trainer = getattr(self, "trainer", None)
+        device = trainer.strategy.root_device if trainer is not None else split.x.device
+        if split.x.device == device:
+            return split
+        return Split(split.x.to(device), split.y.to(device))
 
     def val_dataloader(self) -> DataLoader:
-        return batch_loader(self.val, self.eval_batch_size, shuffle=False)
+        self.val = self._on_device(self.val)
+        return batch_loader(self.val, self.eval_batch_size, shuffle=False, device=self.val.x.device)
 
     def test_dataloader(self) -> DataLoader:
-        return batch_loader(self.test, self.eval_batch_size, shuffle=False)
+        self.test = self._on_device(self.test)
+        return batch_loader(
+            self.test, self.eval_batch_size, shuffle=False, device=self.test.x.device
+        )
 
 
 def writable(path: str | Path) -> bool:

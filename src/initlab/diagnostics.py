@@ -17,6 +17,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
+from initlab.data import steps_of
+
 
 @torch.no_grad()
 def distinct_units(layer: nn.Linear, dead: Tensor | None = None, atol: float = 1e-6) -> int:
@@ -74,6 +76,11 @@ class LayerDiagnostics(Callback):
     ||dW|| / ||W||. At step 0 and at each epoch's last step: the number of distinct units per
     hidden layer (1 means the layer is symmetric: zero or constant init) and, if ``histograms``,
     histograms of weights, pre-activations and gradients (also every ``histogram_every_n_steps``).
+
+    A training batch may be a block of several optimizer steps, so the callback follows steps,
+    not batches: a measured step's forward is hooked from the end of the step before (or the
+    block's start), its gradients are read in ``on_before_optimizer_step``, and its update is
+    measured at the next step's ``on_before_backward`` (or the block's end).
     """
 
     def __init__(
@@ -90,15 +97,15 @@ class LayerDiagnostics(Callback):
         self._hooks: list[Any] = []
         self._captured: dict[str, tuple[Tensor, Tensor]] = {}
         self._plan: dict[str, bool] = {}
-        self._before: dict[str, Tensor] = {}
-        self._grad_norms: dict[str, float] = {}
-        self._grads: dict[str, Tensor] = {}
-        self._step = 0
+        self._step = 0  # the step the plan is for
+        self._block_end = 0  # global step after this block's last step
+        self._last_block = False  # the epoch's last block
+        self._pending: dict[str, Any] | None = None  # a measured step waiting for its update
 
     # -- which steps ----------------------------------------------------------------------
-    def _make_plan(self, trainer: L.Trainer, batch_idx: int) -> dict[str, bool]:
-        step = trainer.global_step
-        boundary = step == 0 or batch_idx == trainer.num_training_batches - 1
+    def plan(self, step: int, epoch_end: bool) -> dict[str, bool]:
+        """What to measure at global step ``step`` (``epoch_end``: the epoch's last step)."""
+        boundary = step == 0 or epoch_end
         hist_every = self.histogram_every_n_steps
         return {
             "stats": step % self.every_n_steps == 0 or boundary,
@@ -107,13 +114,18 @@ class LayerDiagnostics(Callback):
             and (boundary or bool(hist_every and step % hist_every == 0)),
         }
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self._plan = self._make_plan(trainer, batch_idx)
-        self._step = trainer.global_step
-        if not any(self._plan.values()):
-            return
-        for name, _, act in hidden_layers(pl_module.net):
-            self._hooks.append(act.register_forward_hook(self._capture(name)))
+    def _arm(self, net: nn.Module, step: int) -> None:
+        """Plan ``step`` and, when it is measured, hook its forward pass."""
+        self._step = step
+        self._plan = self.plan(step, self._last_block and step == self._block_end - 1)
+        if any(self._plan.values()):
+            for name, _, act in hidden_layers(net):
+                self._hooks.append(act.register_forward_hook(self._capture(name)))
+
+    def _unhook(self) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks.clear()
 
     def _capture(self, name: str):
         def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
@@ -121,69 +133,102 @@ class LayerDiagnostics(Callback):
 
         return hook
 
+    # -- the hooks of one step ------------------------------------------------------------
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._block_end = trainer.global_step + len(steps_of(batch))
+        self._last_block = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        self._arm(pl_module.net, trainer.global_step)
+
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        if not self._plan.get("stats") and not self._plan.get("histograms"):
-            return
-        for name, layer in _linears(pl_module.net):
-            self._grad_norms[name] = _weight_grad_norm(layer)
-            self._before[name] = layer.weight.detach().clone()
-            leaf = _weight_leaf(layer)  # under weight norm, W is computed: use v's gradient
-            if self._plan.get("histograms") and leaf.grad is not None:
-                self._grads[name] = leaf.grad.detach().clone()
+        self._unhook()  # this step's forward is done
+        captured, self._captured = self._captured, {}
+        plan = self._plan
+        if any(plan.values()):
+            self._pending = self._measure_before_update(pl_module.net, plan, captured)
+        if self._step + 1 < self._block_end:
+            self._arm(pl_module.net, self._step + 1)
+        else:
+            self._plan = {}
+
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+        self._finish(trainer, pl_module.net)  # the previous step's update is done
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        for h in self._hooks:
-            h.remove()
-        self._hooks.clear()
-        if not any(self._plan.values()):
-            return
-        metrics: dict[str, float] = {}
-        net = pl_module.net
+        self._unhook()  # a block cut short leaves a step armed
+        self._captured.clear()
+        self._plan = {}
+        self._finish(trainer, pl_module.net)
+
+    # -- measuring ------------------------------------------------------------------------
+    def _measure_before_update(
+        self, net: nn.Module, plan: dict[str, bool], captured: dict[str, tuple[Tensor, Tensor]]
+    ) -> dict[str, Any]:
+        """What a step shows before its update: activations, gradients, the weights."""
+        metrics: dict[str, Any] = {}
         dead_masks: dict[str, Tensor] = {}
-        for name, (pre, post) in self._captured.items():
+        for name, (pre, post) in captured.items():
             dead = (post == 0).all(dim=0)
             dead_masks[name] = dead
-            if self._plan["stats"]:
+            if plan["stats"]:
                 metrics[f"{name}/act_mean"] = post.mean()
                 metrics[f"{name}/act_std"] = post.std()
                 metrics[f"{name}/preact_q"] = pre.pow(2).mean()
                 metrics[f"{name}/dead_fraction"] = dead.float().mean()
-        if self._plan["stats"]:
+        before: dict[str, Tensor] = {}
+        grads: dict[str, Tensor] = {}
+        for name, layer in _linears(net):
+            if plan["stats"]:
+                metrics[f"{name}/grad_norm"] = _weight_grad_norm(layer)
+            before[name] = layer.weight.detach().clone()
+            leaf = _weight_leaf(layer)  # under weight norm, W is computed: use v's gradient
+            if plan["histograms"] and leaf.grad is not None:
+                grads[name] = leaf.grad.detach().clone()
+        preacts = {name: pre for name, (pre, _) in captured.items()}
+        return {
+            "step": self._step,
+            "plan": plan,
+            "metrics": metrics,
+            "dead": dead_masks,
+            "before": before,
+            "grads": grads,
+            "preacts": preacts,
+        }
+
+    def _finish(self, trainer: L.Trainer, net: nn.Module) -> None:
+        """Measure the pending step's update and log everything at that step."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        plan, metrics, step = pending["plan"], pending["metrics"], pending["step"]
+        if plan["stats"]:
             for name, layer in _linears(net):
                 w = layer.weight.detach()
                 metrics[f"{name}/weight_norm"] = w.norm()
-                if name in self._grad_norms:
-                    metrics[f"{name}/grad_norm"] = self._grad_norms[name]
-                before = self._before.get(name)
-                if before is not None and before.norm() > 0:
+                before = pending["before"][name]
+                if before.norm() > 0:
                     metrics[f"{name}/update_ratio"] = (w - before).norm() / before.norm()
-        if self._plan["symmetry"]:
+        if plan["symmetry"]:
             for name, layer, _ in hidden_layers(net):
-                metrics[f"{name}/distinct_units"] = distinct_units(layer, dead_masks.get(name))
+                metrics[f"{name}/distinct_units"] = distinct_units(layer, pending["dead"].get(name))
         metrics = {k: float(v) for k, v in metrics.items()}
         for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=self._step)
-        if self._plan["histograms"]:
-            self._log_histograms(trainer, net)
-        self._captured.clear()
-        self._before.clear()
-        self._grads.clear()
-        self._grad_norms.clear()
+            logger.log_metrics(metrics, step=step)
+        if plan["histograms"]:
+            self._log_histograms(trainer, pending)
 
-    def _log_histograms(self, trainer: L.Trainer, net: nn.Module) -> None:
+    def _log_histograms(self, trainer: L.Trainer, pending: dict[str, Any]) -> None:
+        step = pending["step"]
         for logger in trainer.loggers:
             if not isinstance(logger, TensorBoardLogger):
                 continue
             writer = logger.experiment
-            for name, layer in _linears(net):
-                weight = self._before.get(name, layer.weight.detach())
+            for name, weight in pending["before"].items():
                 # 64 linear bins: TensorBoard's default exponential bins sort every value
-                writer.add_histogram(f"{name}/weight", weight, self._step, bins=64)
-                if name in self._grads:
-                    writer.add_histogram(f"{name}/grad", self._grads[name], self._step, bins=64)
-                if name in self._captured:
-                    pre = self._captured[name][0]
-                    writer.add_histogram(f"{name}/preact", pre, self._step, bins=64)
+                writer.add_histogram(f"{name}/weight", weight, step, bins=64)
+                if name in pending["grads"]:
+                    writer.add_histogram(f"{name}/grad", pending["grads"][name], step, bins=64)
+                if name in pending["preacts"]:
+                    writer.add_histogram(f"{name}/preact", pending["preacts"][name], step, bins=64)
 
 
 def _weight_leaf(layer: nn.Module) -> Tensor:

@@ -1,9 +1,14 @@
 """The LightningModule: cross-entropy, metrics, the optimizer from config.
 
 A sweep is thousands of small steps (batch 64), so per-step work is kept minimal: the step is
-written out (manual optimization: no closure machinery), training sums accumulate in one device
-buffer (no metric objects, no host sync), and the only sync (logging the step loss, checking it
-is finite) happens every ``log_every_n_steps``. Validation and test use torchmetrics.
+written out (manual optimization: no closure machinery), a training batch may be a block of
+several batches, trained as that many optimizer steps (Lightning's per-batch machinery then runs
+once per block), training sums accumulate in one device buffer (no metric objects, no host
+sync), and the only sync (logging the step loss, checking it is finite) happens every
+``log_every_n_steps``. Validation and test use torchmetrics.
+
+Metrics go to the loggers at the optimizer step (``global_step``): Lightning's ``self.log`` would
+stamp them with its count of batches, which is not the step count once a batch is a block.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
+
+from initlab.data import steps_of
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
@@ -89,25 +96,39 @@ class Classifier(L.LightningModule):
         return self.make_optimizer(self.parameters())
 
     # -- training --------------------------------------------------------------------------
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        x, y = batch
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor | None:
+        """One optimizer step per ``(x, y)`` batch; ``batch`` is one, or a block (list) of them."""
         optimizer = self.optimizers()
-        optimizer.zero_grad(set_to_none=True)
-        logits = self.net(x)
-        loss = F.cross_entropy(logits, y)
-        self.manual_backward(loss)
-        optimizer.step()
-        with torch.no_grad():
-            loss_sum = loss.detach().double() * len(y)
-            n = torch.full_like(loss_sum, len(y))  # a fill on the device: no host-to-device copy
-            correct = (logits.argmax(dim=1) == y).sum().double()
-            self.train_sums += torch.stack([loss_sum, correct, n, loss_sum, n])
-        if self.global_step % self.log_every_n_steps == 0:  # global_step counts this step now
-            batch_acc = correct / n
-            self.log_dict({"train/loss": loss.detach(), "train/acc": batch_acc.float()})
-            if not math.isfinite(float(loss.detach())):
-                self._diverged()
+        max_steps = self.trainer.max_steps  # -1: no limit
+        loss = None
+        for x, y in steps_of(batch):
+            if 0 <= max_steps <= self.global_step or self.trainer.should_stop:
+                break
+            optimizer.zero_grad(set_to_none=True)
+            logits = self.net(x)
+            loss = F.cross_entropy(logits, y)
+            self.manual_backward(loss)
+            optimizer.step()
+            with torch.no_grad():
+                loss_sum = loss.detach().double() * len(y)
+                n = torch.full_like(loss_sum, len(y))  # a fill on the device: no host copy
+                correct = (logits.argmax(dim=1) == y).sum().double()
+                self.train_sums += torch.stack([loss_sum, correct, n, loss_sum, n])
+            if self.global_step % self.log_every_n_steps == 0:  # counts this step now
+                metrics = {"train/loss": loss.detach(), "train/acc": (correct / n).float()}
+                self.log_dict(metrics, logger=False)
+                self.log_at_step(metrics)
+                if not math.isfinite(float(loss.detach())):
+                    self._diverged()
         return loss
+
+    def log_at_step(self, metrics: dict[str, Tensor | float]) -> None:
+        """Write scalars to every logger at the current optimizer step."""
+        if not self.loggers:
+            return
+        values = {k: float(v) for k, v in metrics.items()}
+        for logger in self.loggers:
+            logger.log_metrics(values, step=self.global_step)
 
     def _diverged(self) -> None:
         if self.diverged_at_step is None:
@@ -122,8 +143,12 @@ class Classifier(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self.epoch_train = self.epoch_train_metrics()
-        self.log("train/loss_epoch", self.epoch_train["train_loss"])
-        self.log("train/acc_epoch", self.epoch_train["train_acc"])
+        metrics = {
+            "train/loss_epoch": self.epoch_train["train_loss"],
+            "train/acc_epoch": self.epoch_train["train_acc"],
+        }
+        self.log_dict(metrics, logger=False)
+        self.log_at_step(metrics)
         self.train_sums[:3] = 0
         if not math.isfinite(self.epoch_train["train_loss"]):
             self._diverged()
@@ -145,12 +170,14 @@ class Classifier(L.LightningModule):
         val_loss, val_acc = float(self.val_loss.compute()), float(self.val_acc.compute())
         self.val_loss.reset()
         self.val_acc.reset()
-        self.log("val/loss", val_loss)
-        self.log("val/acc", val_acc)
+        metrics = {"val/loss": val_loss, "val/acc": val_acc}
+        self.log_dict(metrics, logger=False)
         if self.trainer.state.fn != TrainerFn.FITTING:
+            self.log_at_step(metrics)
             return
         if self.trainer.sanity_checking and self.global_step != 0:
             return  # the validation before training counts only at step 0 (not on a resume)
+        self.log_at_step(metrics)
         window_sum, window_n = self.train_sums[3:].tolist()
         window = window_sum / window_n if window_n else None
         self.train_sums[3:] = 0
@@ -166,5 +193,6 @@ class Classifier(L.LightningModule):
         )
 
     def on_test_epoch_end(self) -> None:
-        self.log("test/loss", self.test_loss.compute())
-        self.log("test/acc", self.test_acc.compute())
+        metrics = {"test/loss": self.test_loss.compute(), "test/acc": self.test_acc.compute()}
+        self.log_dict(metrics, logger=False)
+        self.log_at_step(metrics)
