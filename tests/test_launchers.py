@@ -173,6 +173,19 @@ def _slurm_up() -> bool:
     return os.environ.get("INITLAB_SLURM") == "1"
 
 
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
 def _cluster_has_gpus() -> bool:
     out = subprocess.run(["sinfo", "-h", "-o", "%G"], capture_output=True, text=True, check=True)
     return "gpu" in out.stdout
@@ -218,7 +231,9 @@ def test_slurm_sweep_records_a_killed_job_as_failed(tmp_path, backend):
         subprocess.run(["scancel", "--signal=KILL", job_id], check=True)
     else:
         assert "submitit local launcher: job 3 of 3, job " in header, header
-        os.kill(int(job_id), signal.SIGKILL)
+        # the job id is submitit's controller process: kill the training task it runs too
+        for pid in [*_children(int(job_id)), int(job_id)]:
+            os.kill(pid, signal.SIGKILL)
     out = _finish(proc)
     elapsed = time.monotonic() - t0
     assert proc.returncode == 0, out[-3000:]
