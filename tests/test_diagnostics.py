@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from functools import partial
 
+import numpy as np
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
-from initlab.diagnostics import distinct_units, hidden_layers
+from initlab.diagnostics import add_histogram, distinct_units, hidden_layers
 from initlab.mlp import build_mlp
 from initlab.run import run
 
@@ -29,6 +30,29 @@ def test_distinct_units_counts_equal_rows_once():
     assert distinct_units(layer) == 4
     dead = torch.tensor([False, False, True, False, True])  # two different dead units: one class
     assert distinct_units(layer, dead) == 3
+
+
+class _Writer:
+    def add_histogram_raw(self, tag, lo, hi, num, total, squares, limits, counts, global_step):
+        self.got = dict(lo=lo, hi=hi, num=num, total=total, squares=squares, step=global_step)
+        self.limits, self.counts = limits.numpy(), counts.numpy()
+
+
+def test_histogram_bins_as_numpy_and_skips_non_finite_values():
+    values = torch.randn(10_000, generator=torch.Generator().manual_seed(0)) * 0.05
+    writer = _Writer()
+    add_histogram(writer, "w", torch.cat([values, torch.tensor([float("nan"), float("inf")])]), 7)
+    counts, edges = np.histogram(values.numpy(), bins=64)
+    # float32 bin edges: a value within rounding of an edge may fall on the other side
+    assert np.abs(writer.counts - counts).sum() <= 2 and writer.counts.sum() == 10_000
+    np.testing.assert_allclose(writer.limits, edges[1:], rtol=1e-5, atol=1e-7)
+    assert writer.got["num"] == 10_000 and writer.got["step"] == 7
+    assert writer.got["lo"] == pytest.approx(float(values.min()))
+    assert writer.got["total"] == pytest.approx(float(values.sum()), abs=1e-3)
+    assert writer.got["squares"] == pytest.approx(float(values.pow(2).sum()), rel=1e-5)
+    zeros = _Writer()
+    add_histogram(zeros, "z", torch.zeros(5, 3), 0)  # zero init: one bucket
+    assert zeros.counts.tolist() == [15.0] and zeros.got["lo"] == zeros.got["hi"] == 0.0
 
 
 def test_hidden_layers_pairs_linear_with_activation():

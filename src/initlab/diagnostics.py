@@ -57,14 +57,44 @@ def hidden_layers(net: nn.Module) -> list[tuple[str, nn.Linear, nn.Module]]:
     ]
 
 
-def _weight_grad_norm(layer: nn.Module) -> float:
+def _weight_grad_norm(layer: nn.Module) -> Tensor | None:
     """Gradient norm of a layer's weight parameters (W, or g and v under weight norm)."""
     sq = [
         p.grad.detach().pow(2).sum()
         for name, p in layer.named_parameters()
         if p.grad is not None and not name.endswith("bias")
     ]
-    return float(torch.stack(sq).sum().sqrt()) if sq else 0.0
+    return torch.stack(sq).sum().sqrt() if sq else None
+
+
+def _as_floats(metrics: dict[str, Any]) -> dict[str, float]:
+    """Tensor values read from the device in one transfer, not one sync per metric."""
+    tensors = {k: v for k, v in metrics.items() if isinstance(v, Tensor)}
+    out = {k: float(v) for k, v in metrics.items() if k not in tensors}
+    if tensors:
+        values = torch.stack([v.detach().float().reshape(()) for v in tensors.values()])
+        out.update(zip(tensors, values.tolist(), strict=True))
+    return out
+
+
+def add_histogram(writer: Any, tag: str, values: Tensor, step: int, bins: int = 64) -> None:
+    """A TensorBoard histogram of ``values`` in ``bins`` equal bins, binned by torch on the
+    values' device (SummaryWriter.add_histogram bins in numpy on the host); non-finite values
+    are left out."""
+    v = values.detach().flatten().float()
+    v = v[torch.isfinite(v)]
+    if not len(v):
+        return
+    lo, hi = torch.aminmax(v)
+    lo_f, hi_f, total, squares = torch.stack([lo, hi, v.sum(), v.dot(v)]).tolist()
+    if hi_f > lo_f:
+        counts = torch.histc(v, bins, min=lo_f, max=hi_f)
+        limits = torch.linspace(lo_f, hi_f, bins + 1)[1:]
+    else:  # all values equal (a zero init): one bucket
+        counts, limits = torch.tensor([float(len(v))]), torch.tensor([hi_f])
+    writer.add_histogram_raw(
+        tag, lo_f, hi_f, len(v), total, squares, limits.cpu(), counts.cpu(), global_step=step
+    )
 
 
 class LayerDiagnostics(Callback):
@@ -177,8 +207,8 @@ class LayerDiagnostics(Callback):
         before: dict[str, Tensor] = {}
         grads: dict[str, Tensor] = {}
         for name, layer in _linears(net):
-            if plan["stats"]:
-                metrics[f"{name}/grad_norm"] = _weight_grad_norm(layer)
+            if plan["stats"] and (norm := _weight_grad_norm(layer)) is not None:
+                metrics[f"{name}/grad_norm"] = norm
             before[name] = layer.weight.detach().clone()
             leaf = _weight_leaf(layer)  # under weight norm, W is computed: use v's gradient
             if plan["histograms"] and leaf.grad is not None:
@@ -210,7 +240,7 @@ class LayerDiagnostics(Callback):
         if plan["symmetry"]:
             for name, layer, _ in hidden_layers(net):
                 metrics[f"{name}/distinct_units"] = distinct_units(layer, pending["dead"].get(name))
-        metrics = {k: float(v) for k, v in metrics.items()}
+        metrics = _as_floats(metrics)
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
         if plan["histograms"]:
@@ -223,12 +253,11 @@ class LayerDiagnostics(Callback):
                 continue
             writer = logger.experiment
             for name, weight in pending["before"].items():
-                # 64 linear bins: TensorBoard's default exponential bins sort every value
-                writer.add_histogram(f"{name}/weight", weight, step, bins=64)
+                add_histogram(writer, f"{name}/weight", weight, step)
                 if name in pending["grads"]:
-                    writer.add_histogram(f"{name}/grad", pending["grads"][name], step, bins=64)
+                    add_histogram(writer, f"{name}/grad", pending["grads"][name], step)
                 if name in pending["preacts"]:
-                    writer.add_histogram(f"{name}/preact", pending["preacts"][name], step, bins=64)
+                    add_histogram(writer, f"{name}/preact", pending["preacts"][name], step)
 
 
 def _weight_leaf(layer: nn.Module) -> Tensor:

@@ -100,7 +100,8 @@ class Classifier(L.LightningModule):
         """One optimizer step per ``(x, y)`` batch; ``batch`` is one, or a block (list) of them."""
         optimizer = self.optimizers()
         max_steps = self.trainer.max_steps  # -1: no limit
-        loss = None
+        losses: list[Tensor] = []
+        outputs: list[tuple[Tensor, Tensor]] = []
         for x, y in steps_of(batch):
             if 0 <= max_steps <= self.global_step or self.trainer.should_stop:
                 break
@@ -109,18 +110,35 @@ class Classifier(L.LightningModule):
             loss = F.cross_entropy(logits, y)
             self.manual_backward(loss)
             optimizer.step()
-            with torch.no_grad():
-                loss_sum = loss.detach().double() * len(y)
-                n = torch.full_like(loss_sum, len(y))  # a fill on the device: no host copy
-                correct = (logits.argmax(dim=1) == y).sum().double()
-                self.train_sums += torch.stack([loss_sum, correct, n, loss_sum, n])
+            losses.append(loss.detach())
+            outputs.append((logits.detach(), y))
             if self.global_step % self.log_every_n_steps == 0:  # counts this step now
-                metrics = {"train/loss": loss.detach(), "train/acc": (correct / n).float()}
+                with torch.no_grad():
+                    acc = (logits.argmax(dim=1) == y).float().mean()
+                metrics = {"train/loss": losses[-1], "train/acc": acc}
                 self.log_dict(metrics, logger=False)
                 self.log_at_step(metrics)
                 if not math.isfinite(float(loss.detach())):
                     self._diverged()
-        return loss
+        if losses:
+            self._add_to_sums(losses, outputs)
+        return losses[-1] if losses else None
+
+    @torch.no_grad()
+    def _add_to_sums(self, losses: list[Tensor], outputs: list[tuple[Tensor, Tensor]]) -> None:
+        """Add a block's loss and accuracy to ``train_sums``: a few ops per block, not per step."""
+        sizes = [len(y) for _, y in outputs]
+        n = sum(sizes)
+        loss = torch.stack(losses).double()
+        if len(set(sizes)) == 1:
+            loss_sum = loss.sum() * sizes[0]
+        else:  # an epoch's short last batch
+            loss_sum = (loss * torch.tensor(sizes, dtype=loss.dtype).to(loss.device)).sum()
+        logits = torch.cat([o for o, _ in outputs])
+        y = torch.cat([y for _, y in outputs])
+        correct = (logits.argmax(dim=1) == y).sum().double()
+        total = torch.full_like(loss_sum, n)  # a fill on the device: no host-to-device copy
+        self.train_sums += torch.stack([loss_sum, correct, total, loss_sum, total])
 
     def log_at_step(self, metrics: dict[str, Tensor | float]) -> None:
         """Write scalars to every logger at the current optimizer step."""
