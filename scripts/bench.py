@@ -30,7 +30,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -98,10 +97,12 @@ def plain_loop(x: torch.Tensor, y: torch.Tensor, epochs: int, bs: int, limit: in
     return samples / (time.perf_counter() - t0)
 
 
-def initlab_run(args: argparse.Namespace, root: str, minimal: bool, out: Path) -> float:
-    """C / D: initlab.run.run with the default config (D: diagnostics and logging minimal)."""
+def initlab_run(args: argparse.Namespace, root: str, minimal: bool, out: Path) -> dict:
+    """C / D: initlab.run.run with the default config (D: diagnostics and logging minimal);
+    the run's ``timing`` record."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.utils import instantiate
 
     from initlab.run import run
 
@@ -119,8 +120,8 @@ def initlab_run(args: argparse.Namespace, root: str, minimal: bool, out: Path) -
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
-    record = run(cfg, out, partial(torch.optim.SGD, lr=0.01, momentum=0.5))
-    return record["timing"]["train_samples_per_s"]
+    record = run(cfg, out, instantiate(cfg.optimizer))  # the optimizer as train.py makes it
+    return record["timing"]
 
 
 def gemm_flops(device: str, n: int = 1024, repeat: int = 20) -> float:
@@ -202,9 +203,16 @@ def main() -> None:
             "D": lambda: initlab_run(args, root, True, Path(tmp) / f"D{time.time_ns()}"),
         }
         rates: dict[str, list[float]] = {v: [] for v in args.variants}
+        eval_shares: list[float] = []  # C's validation + test time over its training time
         for r in range(args.repeat):
             for v in args.variants:
-                rates[v].append(runs[v]())
+                result = runs[v]()
+                if isinstance(result, dict):  # an initlab run's timing
+                    if v == "C":
+                        evaluation = result["val_s"] + result["test_s"]
+                        eval_shares.append(evaluation / result["train_s"])
+                    result = result["train_samples_per_s"]
+                rates[v].append(result)
                 print(f"repeat {r + 1}/{args.repeat} {v}: {rates[v][-1]:,.0f} samples/s",
                       flush=True)  # fmt: skip
         gemm = gemm_flops(args.device)
@@ -229,6 +237,8 @@ def main() -> None:
         "repeat": args.repeat,
         "tiny": args.tiny,
         "samples_per_s": stats,
+        "samples_per_s_per_repeat": rates,
+        "eval_over_train_time_C": _summary(eval_shares) if eval_shares else None,
         "ratios": ratios,
         "gemm_flop_per_s": gemm,
         "flop_bound_samples_per_s": ideal,
@@ -248,6 +258,10 @@ def main() -> None:
         frac = f"{med[v] / ideal:.1%}"
         print(f"{v} {names[v]:<20}{s['median']:>20,.0f}{span:>22}{frac:>15}")
     print("ratios: " + ", ".join(f"{k} {val:.2f}" for k, val in ratios.items()))
+    if eval_shares:
+        e = report["eval_over_train_time_C"]
+        print(f"C: validation + test take {e['median']:.1%} of its training time "
+              f"({e['min']:.1%}-{e['max']:.1%})")  # fmt: skip
     print(f"fp32 GEMM {gemm / 1e9:.1f} GFLOP/s -> FLOP bound {ideal:,.0f} samples/s")
     print(f"start-up of train.py to its first step: {startup:.1f} s")
     print(f"peak RSS {report['peak_rss_mb']:.0f} MB -> {out}")

@@ -22,6 +22,8 @@ def test_bench_tiny_writes_its_table_and_json(tmp_path):
     for stats in report["samples_per_s"].values():
         assert 0 < stats["min"] <= stats["median"] <= stats["max"]
     assert set(report["ratios"]) == {"C/A", "C/B", "B/A", "D/B", "C/D"}
+    assert all(len(v) == 1 for v in report["samples_per_s_per_repeat"].values())
+    assert report["eval_over_train_time_C"]["median"] > 0
     assert report["gemm_flop_per_s"] > 0 and report["startup_to_first_step_s"] > 0
     assert "samples/s (median)" in proc.stdout and "FLOP bound" in proc.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json"]  # nothing else written

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from initlab.config import ConfigError, validate
 from initlab.mlp import resolve_hidden_sizes
+from initlab.run import steps_per_execution
 
 from .conftest import CONF, compose_train
 
@@ -103,14 +104,37 @@ def test_unknown_group_option_lists_the_valid_ones():
         ("thresholds=[0.9,1.5]", "1.5"),
         ("seed=abc", "seed='abc'"),
         ("trainer.max_epochs=0", "trainer.max_epochs=0"),
+        ("steps_per_execution=0", "steps_per_execution=0"),
+        ("steps_per_execution=many", "steps_per_execution='many'"),
+        ("steps_per_execution=30", "steps_per_execution=30 must divide trainer.val_check_interval"),
+        ("trainer.val_check_interval=0.25 steps_per_execution=5", "not 0.25"),
     ],
 )
 def test_validate_names_field_and_value(override, field):
-    cfg = compose_train([override])
+    cfg = compose_train(override.split())
     with pytest.raises(ConfigError) as err:
         validate(cfg)
     message = str(err.value)
     assert field in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ([], 50),  # validate every 100 steps, batch 64
+        (["trainer.val_check_interval=30"], 30),
+        (["trainer.val_check_interval=97"], 1),  # a prime above the cap
+        (["data.batch_size=256"], 10),  # at most 4096 samples per block: 16, dividing 100: 10
+        (["trainer.val_check_interval=null"], 50),  # epoch ends only
+        (["trainer.val_check_interval=0.5"], 1),  # a fraction of the epoch: in Lightning's batches
+        (["trainer.check_val_every_n_epoch=1"], 1),
+        (["steps_per_execution=4"], 4),
+    ],
+)
+def test_steps_per_execution_auto_keeps_validation_on_its_steps(overrides, expected):
+    cfg = compose_train(overrides)
+    validate(cfg)
+    assert steps_per_execution(cfg) == expected
 
 
 def test_hidden_sizes_and_width_conflict():

@@ -33,7 +33,7 @@ def _check_results(path: Path) -> dict:
     assert set(r["optimizer"]) == {"name", "lr", "momentum"}
     assert set(r["dataset"]) == {"name", "train", "val", "test"}
     assert set(r["steps_to_val_acc"]) == {"0.90", "0.95", "0.97"}
-    assert set(r["timing"]) >= {"wall_s", "train_samples_per_s"}
+    assert set(r["timing"]) >= {"wall_s", "train_s", "val_s", "test_s", "train_samples_per_s"}
     for h in r["history"]:
         assert set(h) == {"step", "epoch", "val_loss", "val_acc", "train_loss", "wall_s"}
     assert set(r["seconds_to_val_acc"]) == {"0.90", "0.95", "0.97"}
@@ -264,3 +264,11 @@ def test_sweep_survives_a_diverging_and_a_failing_job(tmp_path):
     assert tally in proc.stdout + proc.stderr
     summary = (sweep / "summary.md").read_text()
     assert "diverged" in summary and "failed" in summary and "weightnorm" in summary
+
+
+def test_progress_bar_counts_optimizer_steps(tmp_path, capfd):
+    """A training batch is a block of steps (5 here); the bar still counts the 13 steps."""
+    run(compose_train([*FAST, "trainer.max_epochs=2"]), tmp_path, SGD, progress_bar=True)
+    out = capfd.readouterr().out  # Lightning's bars write to stdout
+    assert "Epoch 1: 100%" in out and "13/13" in out, out[-2000:]
+    assert "/3 " not in out  # not the 3 blocks of the epoch

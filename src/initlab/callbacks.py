@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from initlab.data import steps_of
@@ -196,3 +196,23 @@ class CheckpointOnSignal(Callback):
         for signum, previous in self._previous.items():
             signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
         self._previous.clear()
+
+
+class StepProgressBar(TQDMProgressBar):
+    """Lightning's progress bar, counting optimizer steps: a training batch may be a block of
+    several steps (``steps_per_execution``), whose number per epoch is not fixed.
+
+    Every epoch has ``steps_per_epoch`` steps, so the epoch's position is exact after a resume.
+    """
+
+    def __init__(self, steps_per_epoch: int) -> None:
+        super().__init__()
+        self.steps_per_epoch = steps_per_epoch
+
+    @property
+    def total_train_batches(self) -> int:
+        return self.steps_per_epoch
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        steps = trainer.global_step - trainer.current_epoch * self.steps_per_epoch
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, steps - 1)

@@ -444,13 +444,19 @@ class MNISTDataModule(L.LightningDataModule):
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
 
-    # -- loaders ---------------------------------------------------------------------------
-    def train_dataloader(self) -> DataLoader:
-        self.train = self._on_device(self.train)
+    @property
+    def train_batches_per_epoch(self) -> int:
+        """Training batches (optimizer steps) per epoch, ``limit_train_batches`` applied."""
         n_batches = math.ceil(len(self.train) / self.batch_size)
         limit = self.limit_train_batches
         if isinstance(limit, float):
-            limit = max(1, int(n_batches * limit))
+            return max(1, int(n_batches * limit))
+        return n_batches if limit is None else min(limit, n_batches)
+
+    # -- loaders ---------------------------------------------------------------------------
+    def train_dataloader(self) -> DataLoader:
+        self.train = self._on_device(self.train)
+        limit = self.train_batches_per_epoch
         sampler = BatchIndexSampler(
             len(self.train),
             self.batch_size,

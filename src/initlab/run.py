@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 from initlab.callbacks import (
     CheckpointOnSignal,
     EpochLine,
+    StepProgressBar,
     ThroughputTimer,
     ValidateAtEpochEnd,
 )
@@ -222,7 +223,9 @@ def run(
             ),
             CheckpointOnSignal(ckpt, signals=tuple(cfg.get("checkpoint", {}).get("signals", ()))),
         ]
-        if not progress_bar:
+        if progress_bar:
+            callbacks.append(StepProgressBar(datamodule.train_batches_per_epoch))
+        else:
             callbacks.append(EpochLine(timer))
         if (diag := cfg.get("diagnostics")) and diag.get("enabled"):
             callbacks.append(
@@ -246,7 +249,9 @@ def run(
         if logger is not None:
             logger.log_hyperparams(hparams(record), {"hp/val_acc": 0.0, "hp/test_acc": 0.0})
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+        t_test = time.perf_counter()
         trainer.test(module, datamodule=datamodule, verbose=False)
+        test_s = time.perf_counter() - t_test
         test = trainer.callback_metrics  # the module logs at the step itself, not via Lightning
     except Exception as exc:
         record.update(
@@ -280,6 +285,7 @@ def run(
             "wall_s": time.perf_counter() - t0,
             "train_s": timer.train_s,
             "val_s": timer.val_s,
+            "test_s": test_s,
             "train_samples": timer.samples,
             "train_samples_per_s": timer.samples_per_s,
         },
