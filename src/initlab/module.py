@@ -99,20 +99,22 @@ class Classifier(L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> Tensor | None:
         """One optimizer step per ``(x, y)`` batch; ``batch`` is one, or a block (list) of them."""
         optimizer = self.optimizers()
+        step = self.global_step  # counted here: the property is a chain of lookups
         max_steps = self.trainer.max_steps  # -1: no limit
         losses: list[Tensor] = []
         outputs: list[tuple[Tensor, Tensor]] = []
         for x, y in steps_of(batch):
-            if 0 <= max_steps <= self.global_step or self.trainer.should_stop:
+            if 0 <= max_steps <= step:
                 break
             optimizer.zero_grad(set_to_none=True)
             logits = self.net(x)
             loss = F.cross_entropy(logits, y)
             self.manual_backward(loss)
             optimizer.step()
+            step += 1
             losses.append(loss.detach())
             outputs.append((logits.detach(), y))
-            if self.global_step % self.log_every_n_steps == 0:  # counts this step now
+            if step % self.log_every_n_steps == 0:
                 with torch.no_grad():
                     acc = (logits.argmax(dim=1) == y).float().mean()
                 metrics = {"train/loss": losses[-1], "train/acc": acc}
@@ -120,6 +122,7 @@ class Classifier(L.LightningModule):
                 self.log_at_step(metrics)
                 if not math.isfinite(float(loss.detach())):
                     self._diverged()
+                    break
         if losses:
             self._add_to_sums(losses, outputs)
         return losses[-1] if losses else None
