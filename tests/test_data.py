@@ -191,3 +191,24 @@ def test_real_mnist_splits_and_statistics(mnist_root):
     images, _ = load_torchvision_mnist(mnist_root, train=True, download=False)
     torch.testing.assert_close(dm.val.x, normalize(images[out]))
     torch.testing.assert_close(dm.train.x, normalize(images[keep]))
+
+
+def test_under_a_trainer_the_tensors_and_indices_move_to_its_device():
+    """No GPU here: the meta device stands in for it (tensors with a device and no data)."""
+    from types import SimpleNamespace
+
+    dm = MNISTDataModule(name="synthetic", batch_size=64, val_size=200, steps_per_execution=5)
+    dm.setup()
+    meta = torch.device("meta")
+    progress = SimpleNamespace(current=SimpleNamespace(processed=0))
+    dm.trainer = SimpleNamespace(
+        strategy=SimpleNamespace(root_device=meta),
+        global_step=0,
+        fit_loop=SimpleNamespace(epoch_progress=progress),
+    )
+    block = next(iter(dm.train_dataloader()))
+    assert dm.train.x.device == meta and all(x.device == meta for x, _ in block)
+    assert dm.train_dataloader().sampler.device == meta  # the order is moved once per epoch
+    x, y = next(iter(dm.val_dataloader()))
+    assert x.device == y.device == meta and dm.val.x.device == meta
+    assert next(iter(dm.test_dataloader()))[0].device == meta
