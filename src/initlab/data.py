@@ -456,7 +456,6 @@ class MNISTDataModule(L.LightningDataModule):
     # -- loaders ---------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
         self.train = self._on_device(self.train)
-        limit = self.train_batches_per_epoch
         sampler = BatchIndexSampler(
             len(self.train),
             self.batch_size,
@@ -465,7 +464,7 @@ class MNISTDataModule(L.LightningDataModule):
             epoch_fn=self._epoch,
             block=self.steps_per_execution if self.steps_per_execution > 1 else None,
             step_fn=self._global_step,
-            limit=limit,
+            limit=self.train_batches_per_epoch,
             device=self.train.x.device,
         )
         return ResumableLoader(self.train, sampler)
