@@ -72,3 +72,19 @@ def run_train(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.Co
         timeout=timeout,
         env=env,
     )
+
+
+def bare_trainer(**kwargs):
+    """A Lightning Trainer on the CPU with no logger, checkpoints, bar or summary (the test's
+    own ``kwargs`` win)."""
+    import lightning as L
+
+    defaults = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    return L.Trainer(**{**defaults, **kwargs})

@@ -13,6 +13,14 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from initlab._lightning import (
+    can_stop_early,
+    check_internals,
+    epoch_wants_validation,
+    install_val_decision,
+    is_last_batch,
+    request_stop_after_step,
+)
 from initlab.data import steps_of
 
 log = logging.getLogger(__name__)
@@ -31,15 +39,7 @@ class ValidateAtEpochEnd(Callback):
     """
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        loop = trainer.fit_loop.epoch_loop
-        decide = getattr(loop, "_should_check_val_fx", None)
-        if decide is None or getattr(decide, "_initlab", False):
-            if decide is None:
-                raise RuntimeError(
-                    "this Lightning version has no TrainingEpochLoop._should_check_val_fx; "
-                    "ValidateAtEpochEnd needs updating"
-                )
-            return
+        check_internals(trainer)  # a Lightning without them fails here, naming the one missing
         interval = trainer.val_check_interval
         every = (
             interval
@@ -49,19 +49,18 @@ class ValidateAtEpochEnd(Callback):
             else None
         )
 
-        def should_check_val(data_fetcher: Any) -> bool:
-            if not loop._should_check_val_epoch():
+        def should_check_val(data_fetcher: Any, lightning_decides: Any) -> bool:
+            if not epoch_wants_validation(trainer):
                 return False
-            if loop.batch_progress.is_last_batch:
+            if is_last_batch(trainer):
                 return True
             if every is None:
-                return decide(data_fetcher)
-            if trainer.should_stop and trainer.fit_loop._can_stop_early:
+                return lightning_decides(data_fetcher)
+            if trainer.should_stop and can_stop_early(trainer):
                 return True  # as Lightning: validate before an early stop
             return trainer.global_step % every == 0
 
-        should_check_val._initlab = True  # type: ignore[attr-defined]
-        loop._should_check_val_fx = should_check_val
+        install_val_decision(trainer, should_check_val)
 
 
 class ThroughputTimer(Callback):
@@ -154,43 +153,54 @@ class EpochLine(Callback):
 class CheckpointOnSignal(Callback):
     """Save a checkpoint when the run is told to stop, so re-running the command resumes it.
 
-    SIGTERM (a kill, SLURM's preemption) and each of ``signals`` (e.g. SIGUSR2, submitit's
-    timeout warning) make Lightning stop after the current step, consistently (it raises its
-    SIGTERMException there); this callback then saves ``path`` and hands a non-SIGTERM signal on
-    to the handler that was installed before (submitit's requeue).
+    SIGTERM (a kill, SLURM's preemption), SIGINT (Ctrl-C) and each of ``signals`` (e.g.
+    SIGUSR2, submitit's timeout warning) make Lightning stop after the current step, consistently
+    (it raises its SIGTERMException there); this callback then saves ``path`` and hands a signal
+    of ``signals`` on to the handler that was installed before (submitit's requeue). A second
+    Ctrl-C stops at once (KeyboardInterrupt), without a new checkpoint. ``received`` is the signal
+    that stopped the run; ``saved`` whether its checkpoint was written (a full disk: not).
     """
 
     def __init__(self, path: str | Path, signals: tuple[str, ...] = ("SIGUSR2",)) -> None:
         self.path = Path(path)
         self.signals = [getattr(signal, name) for name in signals]
         self._previous: dict[int, Any] = {}
-        self._received: int | None = None
+        self.received: int | None = None
+        self.saved = False
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         def handler(signum: int, frame: Any) -> None:
-            self._received = signum
-            trainer._signal_connector.received_sigterm = True  # stop after this step
+            if signum == signal.SIGINT and self.received is not None:
+                raise KeyboardInterrupt  # the second Ctrl-C: stop now
+            self.received = signum
+            request_stop_after_step(trainer)
 
         if threading.current_thread() is not threading.main_thread():
             return  # Python lets only the main thread install signal handlers
-        for signum in self.signals:
+        for signum in (*self.signals, signal.SIGINT):
             self._previous[signum] = signal.getsignal(signum)
             signal.signal(signum, handler)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception) -> None:
         if not isinstance(exception, SIGTERMException):
             return
-        trainer.save_checkpoint(self.path)
-        name = signal.Signals(self._received or signal.SIGTERM).name
-        log.warning(
-            "stopped by %s at step %d; checkpoint %s: run the same command again to resume",
-            name,
-            trainer.global_step,
-            self.path,
-        )
-        previous = self._previous.get(self._received) if self._received else None
-        if callable(previous):
-            previous(self._received, None)
+        name = signal.Signals(self.received or signal.SIGTERM).name
+        try:
+            trainer.save_checkpoint(self.path)
+        except OSError as exc:  # e.g. no space left: the previous checkpoint is intact
+            log.error("stopped by %s at step %d; %s", name, trainer.global_step, exc)
+        else:
+            self.saved = True
+            log.warning(
+                "stopped by %s at step %d; checkpoint %s: run the same command again to resume",
+                name,
+                trainer.global_step,
+                self.path,
+            )
+        if self.received in self.signals:
+            previous = self._previous.get(self.received)
+            if callable(previous):
+                previous(self.received, None)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         for signum, previous in self._previous.items():

@@ -26,6 +26,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from initlab._lightning import epochs_done
+
 log = logging.getLogger(__name__)
 
 MNIST_MEAN = 0.1307
@@ -473,7 +475,7 @@ class MNISTDataModule(L.LightningDataModule):
     # sampler reads the epoch from the trainer's progress instead.
     def _epoch(self) -> int:
         trainer = getattr(self, "trainer", None)
-        return trainer.fit_loop.epoch_progress.current.processed if trainer is not None else 0
+        return epochs_done(trainer) if trainer is not None else 0
 
     def _global_step(self) -> int:
         trainer = getattr(self, "trainer", None)

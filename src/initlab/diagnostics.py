@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
+from initlab._lightning import is_last_batch
 from initlab.data import steps_of
 
 
@@ -166,7 +167,7 @@ class LayerDiagnostics(Callback):
     # -- the hooks of one step ------------------------------------------------------------
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._block_end = trainer.global_step + len(steps_of(batch))
-        self._last_block = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        self._last_block = is_last_batch(trainer)
         self._arm(pl_module.net, trainer.global_step)
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
