@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 import initlab.results as results_module
 from initlab import report as rep
-from initlab.hydra_callbacks import SweepSummary
+from initlab.hydra_callbacks import SweepFailed, SweepSummary
 from initlab.report import write_report, write_text_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -199,7 +199,8 @@ def test_header_failures_missing_seeds_and_unreadable(sweep: Path):
     assert "**Dataset**: mnist (55,000 train / 5,000 val / 10,000 test images)" in md
     assert "**Network**: MLP 784-512-256-10, relu" in md
     assert "**Optimizer**: SGD lr 0.01 momentum 0.5, batch 64, 5 epochs" in md
-    assert "**Runs**: 11 (9 ok, 1 diverged, 1 failed), plus 1 unreadable" in md
+    # every category named, in the end-of-sweep tally's words (test_tally.py)
+    assert "**Runs**: 9 ok, 1 diverged, 1 failed, 1 unreadable (12 results.json; " in md
     failed = md.split("## Failed and diverged runs")[1].split("##")[0]
     assert "| init=he,norm=none,seed=2 | failed | 2 | RuntimeError: boom |" in failed
     assert "| init=xavier,norm=batchnorm,seed=1 | diverged | 1 | loss not finite at step 250 |" in (
@@ -366,10 +367,17 @@ def test_cli(sweep: Path, tmp_path: Path):
 
 def test_sweep_end_writes_the_report(sweep: Path, caplog):
     cfg = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}})
-    with caplog.at_level(logging.INFO, logger="initlab.hydra_callbacks"):
+    with (
+        caplog.at_level(logging.INFO, logger="initlab.hydra_callbacks"),
+        pytest.raises(SweepFailed),  # exit status 1: a run failed, one is unreadable
+    ):
         SweepSummary().on_multirun_end(cfg)
     (line,) = [r.getMessage() for r in caplog.records if "sweep finished" in r.getMessage()]
-    assert line.startswith("sweep finished: 9 ok, 1 diverged, 2 failed.")
+    # the half-written results.json is unreadable, as in summary.md (it was counted as failed)
+    assert line.startswith("sweep finished: 9 ok, 1 diverged, 1 failed, 1 unreadable.")
+    assert (
+        "**Runs**: 9 ok, 1 diverged, 1 failed, 1 unreadable" in (sweep / "summary.md").read_text()
+    )
     assert f"report: {sweep.resolve() / 'summary.md'}" in line
     assert (sweep / "summary.md").exists()
 
@@ -380,8 +388,156 @@ def test_a_broken_report_does_not_break_the_sweep_end(sweep: Path, caplog, monke
 
     monkeypatch.setattr(rep, "write_report", broken)
     cfg = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}})
-    with caplog.at_level(logging.INFO, logger="initlab.hydra_callbacks"):
+    with (
+        caplog.at_level(logging.INFO, logger="initlab.hydra_callbacks"),
+        pytest.raises(SweepFailed),  # the sweep's own failed run, not the report
+    ):
         SweepSummary().on_multirun_end(cfg)
     messages = [r.getMessage() for r in caplog.records]
     assert any("the report of" in m and "failed" in m for m in messages)
     assert any("report: failed (error above)" in m for m in messages)
+
+
+def curve_record(init: str, seed: int, points: list[tuple[int, float]], **kw) -> dict:
+    """record() with its history replaced by ``points`` (step, val acc) and no recorded steps."""
+    r = record(init, "none", seed, **kw)
+    r["history"] = [
+        {"step": s, "epoch": 0, "val_loss": 1.0, "val_acc": a, "train_loss": None}
+        for s, a in points
+    ]
+    del r["steps_to_val_acc"]
+    return r
+
+
+def csv_rows(sweep: Path) -> tuple[list[str], dict[str, dict[str, str]]]:
+    with open(sweep / "summary.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    return list(reader.fieldnames or []), {r["run"]: r for r in rows}
+
+
+def test_thresholds_come_from_the_records(tmp_path: Path):
+    """thresholds=[0.8]: the step at which each run reached 80% is shown; no 90/95/97% columns
+    (before: no 80% column, and "never" at 90/95/97% for runs that reached 99%)."""
+    d = tmp_path / "t80"
+    for seed, step in enumerate((1200, 1400)):
+        points = [(0, 0.1), (step - 600, 0.5), (step, 0.85), (step + 600, 0.99)]
+        r = curve_record("he", seed, points, test=0.99)
+        r["steps_to_val_acc"] = {"0.80": step}
+        write(d, f"seed={seed}", r)
+    md = write_report(d, plots=False).read_text()
+    (r,) = table(md)
+    assert r["steps to 80%"] == "1300 ± 141 (2/2)"
+    assert [c for c in r if c.startswith("steps to")] == ["steps to 80%"]
+    assert "never" not in r["steps to 80%"] and "95%" not in md and "90%" not in md
+    assert "*steps to 80%* is the first optimizer step" in md
+    columns, rows = csv_rows(d)
+    assert [c for c in columns if c.startswith("steps_to_val_acc")] == ["steps_to_val_acc.0.80"]
+    assert rows["seed=0"]["steps_to_val_acc.0.80"] == "1200"
+
+
+def test_mixed_thresholds_are_the_union(tmp_path: Path):
+    """Runs written with different thresholds, one written before steps_to_val_acc existed, one
+    failed: one column per threshold any run recorded (0.97 and 0.975 apart), sorted by value;
+    a run's recorded step wins, a threshold it did not record comes from its history."""
+    d = tmp_path / "mixed"
+    a = curve_record("he", 0, [(0, 0.1), (100, 0.85), (200, 0.96), (300, 0.99)])
+    a["steps_to_val_acc"] = {"0.80": 100}  # thresholds=[0.8]
+    b = curve_record("he", 1, [(0, 0.1), (100, 0.7), (200, 0.92), (300, 0.955)])
+    b["steps_to_val_acc"] = {"0.90": 200, "0.95": 300, "0.97": None}  # the default
+    c = curve_record("he", 2, [(0, 0.1), (100, 0.82), (200, 0.91), (300, 0.975)])  # old record
+    e = curve_record("he", 4, [(0, 0.1), (300, 0.972)])
+    e["steps_to_val_acc"] = {"0.97": 300, "0.975": None}  # thresholds=[0.97,0.975]
+    for job, r in {"a": a, "b": b, "c": c, "e": e}.items():
+        write(d, job, r)
+    write(d, "failed", record("he", "none", 3, status="failed"))
+    md = write_report(d, plots=False).read_text()
+    (r,) = table(md)
+    steps = [k for k in r if k.startswith("steps to")]
+    assert steps == ["steps to 80%", "steps to 90%", "steps to 95%", "steps to 97%"] + [
+        "steps to 97.5%"
+    ]
+    # per threshold, runs a, b, c, e (the failed run has no validation record: not in n)
+    assert r["steps to 80%"] == f"{pm([100, 200, 100, 300], 0)} (4/4)"
+    assert r["steps to 90%"] == f"{pm([200, 200, 200, 300], 0)} (4/4)"
+    assert r["steps to 95%"] == f"{pm([200, 300, 300, 300], 0)} (4/4)"
+    assert r["steps to 97%"] == "300 ± 0 (3/4)"  # b recorded never
+    assert r["steps to 97.5%"] == "300 ± 0 (2/4)"  # b (history) and e (recorded) never
+    assert r["status"] == "4 ok, 1 failed"
+    columns, rows = csv_rows(d)
+    keys = ["0.80", "0.90", "0.95", "0.97", "0.975"]
+    assert [c for c in columns if c.startswith("steps_to_val_acc")] == [
+        f"steps_to_val_acc.{k}" for k in keys
+    ]
+    assert [rows["c"][f"steps_to_val_acc.{k}"] for k in keys] == ["100", "200", "300"] + [
+        "300",
+        "300",
+    ]
+    assert [rows["e"][f"steps_to_val_acc.{k}"] for k in keys] == ["300", "300", "300", "300", ""]
+    assert [rows["failed"][f"steps_to_val_acc.{k}"] for k in keys] == [""] * 5
+
+
+def test_old_records_use_the_default_thresholds(tmp_path: Path):
+    d = tmp_path / "old"
+    write(d, "a", curve_record("he", 0, [(0, 0.1), (100, 0.91), (200, 0.96)]))
+    (r,) = table(write_report(d, plots=False).read_text())
+    assert (r["steps to 90%"], r["steps to 95%"], r["steps to 97%"]) == (
+        "100 (1/1)",
+        "200 (1/1)",
+        "never (0/1)",
+    )
+
+
+def test_tutorial_speed_without_a_95_threshold(tmp_path: Path):
+    """thresholds=[0.8,0.99], no run reaching 99%: speed is judged at 80%, and summary.md says
+    so (before: every init "never 95%", and the speed claims could not be judged)."""
+    d = tmp_path / "tutorial80"
+    speed = {"zero": None, "xavier": 500, "he": 300}
+    accs = {"zero": 0.11, "xavier": 0.96, "he": 0.97}
+    for init, step in speed.items():
+        for seed in (0, 1):
+            r = record(init, "none", seed, test=accs[init] + 0.001 * seed, study="tutorial")
+            r["steps_to_val_acc"] = {"0.80": step, "0.99": None}
+            write(d, f"init={init},seed={seed}", r)
+    md = write_report(d, plots=False).read_text()
+    by = {r["init"]: r for r in table(md)}
+    assert by["he"]["measured"] == "acc #1/3, speed #1/3"
+    assert by["xavier"]["measured"] == "acc #2/3, speed #2/3"
+    assert by["zero"]["measured"] == "acc #3/3, never 80%"
+    assert by["he"]["claim holds?"] == "acc: holds; speed: holds"
+    assert "95%" not in md.replace("95% is not among", "")
+    assert (
+        "speed to 80% val accuracy (more seeds reaching it, then fewer steps) among the rows "
+        "that differ only in their init; 95% is not among these runs' thresholds (80%, 99%): "
+        "speed is judged at 80% (the highest threshold some run reached)."
+    ) in md
+
+
+def test_depth_plot_uses_the_recorded_threshold(tmp_path: Path, monkeypatch):
+    """thresholds=[0.8]: the depth plot's steps are to 80%, and its labels say so."""
+    d = tmp_path / "depth80"
+    for init in ("xavier", "he"):
+        for hidden in ((256, 256), (256,) * 4):
+            r = record(init, "none", 0, hidden=hidden, study="depth")
+            r["steps_to_val_acc"] = {"0.80": 100 * len(hidden) if init == "he" else None}
+            write(d, f"init={init},model.depth={len(hidden)}", r)
+    texts: list[str] = []
+    save = rep.save_figure_atomic
+
+    def capture(fig, path, **kw):
+        if Path(path).name == rep.DEPTH_PLOT:
+            if fig._suptitle is not None:
+                texts.append(fig._suptitle.get_text())
+            for ax in fig.axes:
+                texts.extend([ax.get_title(), ax.get_ylabel(), *(t.get_text() for t in ax.texts)])
+        return save(fig, path, **kw)
+
+    monkeypatch.setattr(rep, "save_figure_atomic", capture)
+    md = write_report(d).read_text()
+    assert (d / "depth.png").read_bytes().startswith(PNG)
+    assert "steps to 80% val accuracy (mean ± std)" in texts
+    assert " never reached 80% (hollow triangles)" in texts
+    note = "95% is not among these runs' thresholds (80%): speed is judged at 80% (the highest "
+    assert texts[0] == note + "threshold some run reached)"  # the figure's title
+    assert not [t for t in texts[1:] if "95%" in t]
+    assert "**Test accuracy and steps to 80% val accuracy against depth, per init**" in md

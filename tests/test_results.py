@@ -6,7 +6,12 @@ import json
 
 import pytest
 
-from initlab.results import area_under_val_acc, first_reaching, write_json_atomic
+from initlab.results import (
+    area_under_val_acc,
+    first_reaching,
+    threshold_key,
+    write_json_atomic,
+)
 
 
 def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):
@@ -48,3 +53,23 @@ def test_area_under_val_acc_is_the_step_weighted_mean():
     assert area_under_val_acc(history[:1]) is None
     flat = [{"step": s, "val_acc": 0.7} for s in (0, 10, 20)]
     assert area_under_val_acc(flat) == pytest.approx(0.7)
+
+
+def test_threshold_key_keeps_two_decimals_and_never_collides():
+    assert [threshold_key(t) for t in (0.9, 0.95, 0.97, 0.8, 0.5)] == [
+        "0.90",
+        "0.95",
+        "0.97",
+        "0.80",
+        "0.50",
+    ]
+    assert threshold_key(0.975) == "0.975" != threshold_key(0.97)
+    assert threshold_key(0.999) == "0.999" and threshold_key(0.9001) == "0.9001"
+    assert threshold_key("0.9") == threshold_key("0.90") == "0.90"  # a key maps to itself
+    for t in (0.9, 0.975, 0.12345, 1 / 3):
+        assert float(threshold_key(t)) == t
+
+
+def test_first_reaching_keeps_close_thresholds_apart():
+    history = [{"step": 100, "val_acc": 0.972}, {"step": 200, "val_acc": 0.98}]
+    assert first_reaching(history, [0.97, 0.975]) == {"0.97": 100, "0.975": 200}

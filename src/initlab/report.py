@@ -28,15 +28,21 @@ import statistics
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 from initlab.results import (
+    CATEGORIES,
+    DEFAULT_THRESHOLDS,
     STATUSES,
+    UNREADABLE,
     area_under_val_acc,
-    find_results,
+    classify_all,
     first_reaching,
+    format_counts,
     read_results,
+    threshold_key,
     write_atomic,
     write_text_atomic,
 )
@@ -50,7 +56,7 @@ HEATMAP_PLOT = "test_acc_heatmap.png"
 DEPTH_PLOT = "depth.png"
 PROPAGATION_PLOT = "propagation.png"
 PROPAGATION_FILE = "propagation.json"  # as initlab.propagation writes it (not imported: torch)
-THRESHOLDS = ("0.90", "0.95", "0.97")
+SPEED_THRESHOLD = "0.95"  # the tutorial's "fast": steps to 95% val accuracy, when recorded
 
 # Display order of inits and norms (the README's order); unknown names follow, sorted.
 INIT_ORDER = (
@@ -97,16 +103,25 @@ ACC_LEVEL = {
 }
 SPEED_LEVEL = {"small_uniform": 1, "small_normal": 1, "xavier": 2, "he": 3, "tutorial_he": 3}
 
-HOW_TO_READ = (
-    "One row per configuration (the runs that differ only in their seed), best mean test "
-    "accuracy first. Each cell is mean ± sample standard deviation (ddof=1) over the seeds that "
-    "have a value; a single value is written alone, and (k/n) says when only k of the n runs have "
-    "one. *steps to 95%* is the first optimizer step at which validation accuracy reached 95%, "
-    "averaged over the seeds that reached it, with (k/n) how many did; *never* means none did. "
-    "*val AUC* is the mean validation accuracy over training (area under the val-accuracy curve "
-    "per step): higher means it learned faster and better. A diverged run (its loss became NaN) "
-    "or a failed one (an error) is counted in *status* and listed below the table, never dropped."
-)
+
+def how_to_read(keys: Sequence[str], example: str | None = None) -> str:
+    """The paragraph under the header, for the thresholds ``keys`` (report_thresholds); its
+    example column is ``example`` (default: 95% when it is one of them, else the highest)."""
+    if example is None:
+        example = SPEED_THRESHOLD if SPEED_THRESHOLD in keys else keys[-1]
+    listed = ", ".join(f"{pct(k)}%" for k in keys)
+    return (
+        "One row per configuration (the runs that differ only in their seed), best mean test "
+        "accuracy first. Each cell is mean ± sample standard deviation (ddof=1) over the seeds "
+        "that have a value; a single value is written alone, and (k/n) says when only k of the n "
+        f"runs have one. *steps to {pct(example)}%* is the first optimizer step at which "
+        f"validation accuracy reached {pct(example)}%, averaged over the seeds that reached it, "
+        "with (k/n) how many did; *never* means none did (one column per threshold in the runs' "
+        f"results.json: {listed}). *val AUC* is the mean validation accuracy over training (area "
+        "under the val-accuracy curve per step): higher means it learned faster and better. A "
+        "diverged run (its loss became NaN) or a failed one (an error) is counted in *status* "
+        "and listed below the table, never dropped."
+    )
 
 
 # -- atomic writes -----------------------------------------------------------------------------
@@ -122,19 +137,9 @@ class Unreadable:
     reason: str
 
 
-def _check_record(record: Any) -> str | None:
-    """Why ``record`` is not a results.json record (None: it is one)."""
-    if not isinstance(record, dict):
-        return f"not a JSON object ({type(record).__name__})"
-    if record.get("status") not in STATUSES:
-        return f"status {record.get('status')!r} is not one of {', '.join(STATUSES)}"
-    if not isinstance(record.get("init"), str):
-        return "no init name"
-    return None
-
-
 def load_runs(sweep_dir: str | Path) -> tuple[list[dict[str, Any]], list[Unreadable]]:
-    """Every results.json below ``sweep_dir``: (records, unreadable files).
+    """Every results.json below ``sweep_dir``: (records, unreadable files), each file classified
+    by initlab.results.classify (as the end-of-sweep tally counts them).
 
     Each record gets ``_path`` (the file) and ``_run`` (its directory relative to ``sweep_dir``).
     A file that cannot be read or parsed (half-written, corrupt) or is not a results record is
@@ -142,20 +147,24 @@ def load_runs(sweep_dir: str | Path) -> tuple[list[dict[str, Any]], list[Unreada
     """
     root = Path(sweep_dir)
     runs, bad = [], []
-    for path in find_results(root):
-        try:
-            record = read_results(path)
-        except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError too
-            bad.append(Unreadable(path, f"{type(exc).__name__}: {exc}"))
-            continue
-        reason = _check_record(record)
-        if reason:
-            bad.append(Unreadable(path, reason))
+    for path, _category, record, reason in classify_all(root):
+        if record is None:
+            bad.append(Unreadable(path, reason or "unreadable"))
             continue
         record["_path"] = path
         record["_run"] = path.parent.relative_to(root).as_posix() or "."
         runs.append(record)
     return runs, bad
+
+
+def category_counts(runs: Sequence[Mapping[str, Any]], n_unreadable: int) -> Counter:
+    """The tally of load_runs' answer (its records, and how many files were unreadable) by
+    category (initlab.results.CATEGORIES), every category a key: what
+    initlab.results.count_results (the end-of-sweep tally) says of the same files."""
+    out: Counter = Counter({c: 0 for c in CATEGORIES})
+    out.update(r["status"] for r in runs)
+    out[UNREADABLE] += n_unreadable
+    return out
 
 
 # -- small accessors ---------------------------------------------------------------------------
@@ -173,23 +182,89 @@ def _number(v: Any) -> float | None:
     return float(v) if math.isfinite(v) else None
 
 
-def steps_to(record: Mapping[str, Any]) -> dict[str, float | None] | None:
-    """The run's steps_to_val_acc (recomputed from history for older records); None when the run
-    has no validation record at all (a failed run)."""
+def _key(threshold: Any) -> str | None:
+    """threshold_key of a threshold or key; None when it is not a number in (0, 1)."""
+    try:
+        t = float(threshold)
+    except (TypeError, ValueError):
+        return None
+    return threshold_key(t) if 0 < t < 1 else None
+
+
+def recorded_steps(record: Mapping[str, Any]) -> dict[str, float | None] | None:
+    """The run's own steps_to_val_acc, keys normalised by threshold_key ("0.9" -> "0.90") and
+    keys that are not thresholds dropped; None when the record has no such object."""
     steps = record.get("steps_to_val_acc")
-    if isinstance(steps, Mapping):
-        return {k: _number(v) for k, v in steps.items()}
+    if not isinstance(steps, Mapping):
+        return None
+    out = {}
+    for k, v in steps.items():
+        key = _key(k)
+        if key is not None:
+            out[key] = v if _number(v) is not None else None  # an int stays an int (the CSV)
+    return out
+
+
+def _history(record: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The validations of a record that have a step and a val accuracy."""
     history = record.get("history")
-    if history:
-        return first_reaching(history, [float(t) for t in THRESHOLDS], "step")
-    return None
+    if not isinstance(history, list):
+        return []
+    return [
+        h
+        for h in history
+        if isinstance(h, Mapping)
+        and _number(h.get("step")) is not None
+        and _number(h.get("val_acc")) is not None
+    ]
+
+
+def report_thresholds(runs: Iterable[Mapping[str, Any]]) -> tuple[str, ...]:
+    """The val-accuracy thresholds of the report (keys as threshold_key writes them, sorted by
+    value): the union of the runs' steps_to_val_acc keys, or DEFAULT_THRESHOLDS when no run
+    has one (records older than the field)."""
+    keys: set[str] = set()
+    for r in runs:
+        keys.update(recorded_steps(r) or ())
+    if not keys:
+        keys = {threshold_key(t) for t in DEFAULT_THRESHOLDS}
+    return tuple(sorted(keys, key=float))
+
+
+def steps_to(
+    record: Mapping[str, Any], thresholds: Iterable[float | str] | None = None
+) -> dict[str, float | None] | None:
+    """The run's steps to each val-accuracy threshold: its recorded steps_to_val_acc, plus, for
+    each of ``thresholds`` it did not record (a record older than the field, or written with
+    other thresholds), the step recomputed from its history. None when the run has neither (a
+    failed run); a threshold it has no value for is absent from the answer."""
+    recorded = recorded_steps(record)
+    history = record.get("history")
+    validated = isinstance(history, list) and len(history) > 0
+    if recorded is None and not validated:
+        return None
+    if thresholds is None:
+        thresholds = recorded if recorded else DEFAULT_THRESHOLDS
+    out = dict(recorded or {})
+    missing = [k for k in (_key(t) for t in thresholds) if k is not None and k not in out]
+    if missing and validated:
+        out.update(first_reaching(_history(record), [float(k) for k in missing], "step"))
+    return out
+
+
+def pct(key: str) -> str:
+    """A threshold key as a percentage, exactly: "0.95" -> "95", "0.975" -> "97.5"."""
+    try:
+        return format((Decimal(key) * 100).normalize(), "f")
+    except (InvalidOperation, ValueError):
+        return str(key)
 
 
 def auc(record: Mapping[str, Any]) -> float | None:
     """auc_val_acc, or computed from the history for records written before the field."""
     if "auc_val_acc" in record:
         return _number(record["auc_val_acc"])
-    history = record.get("history")
+    history = _history(record)
     return area_under_val_acc(history) if history else None
 
 
@@ -212,6 +287,21 @@ def _fmt_num(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
+def optimizer_setting(record: Mapping[str, Any], key: str) -> Any:
+    """The optimizer's ``key`` ("name", "lr", ...) as the run's optimizer stated it; for a run
+    that failed before its optimizer was built (``optimizer`` null), as its config asked, so
+    that it joins the configuration it was meant for."""
+    if isinstance(record.get("optimizer"), Mapping):
+        return _get(record, "optimizer", key)
+    asked = _get(record, "config", "optimizer")
+    if not isinstance(asked, Mapping):
+        return None
+    if key == "name":
+        target = asked.get("_target_")
+        return str(target).rsplit(".", 1)[-1].lower() if target else None
+    return asked.get(key)
+
+
 # The fields that define a configuration, as (column, getter) on a record; the seed excluded.
 DEFINING: tuple[tuple[str, Callable[[Mapping[str, Any]], Any]], ...] = (
     ("study", lambda r: r.get("study")),
@@ -221,9 +311,9 @@ DEFINING: tuple[tuple[str, Callable[[Mapping[str, Any]], Any]], ...] = (
     ("activation", lambda r: r.get("activation")),
     ("depth", lambda r: len(r["hidden_sizes"]) if r.get("hidden_sizes") else r.get("depth")),
     ("widths", lambda r: "-".join(map(str, r.get("hidden_sizes") or [])) or None),
-    ("optimizer", lambda r: _get(r, "optimizer", "name")),
-    ("lr", lambda r: _get(r, "optimizer", "lr")),
-    ("momentum", lambda r: _get(r, "optimizer", "momentum")),
+    ("optimizer", lambda r: optimizer_setting(r, "name")),
+    ("lr", lambda r: optimizer_setting(r, "lr")),
+    ("momentum", lambda r: optimizer_setting(r, "momentum")),
     ("batch", lambda r: r.get("batch_size")),
     ("epochs", lambda r: r.get("max_epochs")),
     ("dataset", dataset_name),
@@ -272,10 +362,11 @@ class Config:
         return Stat([v for v in values if v is not None], len(self.runs))
 
     def steps(self, threshold: str) -> Stat:
-        """Steps to ``threshold`` over the runs that reached it; n = runs with a validation
-        record (failed runs have none)."""
-        records = [s for s in (steps_to(r) for r in self.runs) if s is not None]
-        values = [s.get(threshold) for s in records]
+        """Steps to ``threshold`` (a key, "0.95") over the runs that reached it; n = the runs
+        with a value or a "never" for it (failed runs have neither)."""
+        key = threshold_key(threshold)
+        records = [s for s in (steps_to(r, [key]) for r in self.runs) if s and key in s]
+        values = [s[key] for s in records]
         return Stat([v for v in values if v is not None], len(records))
 
 
@@ -395,10 +486,36 @@ def _ordinal_rank(values: Sequence[Any], i: int, better: Callable[[Any, Any], bo
 
 
 # -- the tutorial's claims ---------------------------------------------------------------------
-def _speed(config: Config) -> tuple[float, float] | None:
-    """(fraction of seeds that reached 95%, mean steps to it): faster is a higher fraction,
+def speed_threshold(runs: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> str:
+    """The threshold at which speed is judged (the tutorial's verdict, the depth plot): 0.95
+    when it is one of ``keys``, else the highest of ``keys`` that some run reached, else (no
+    run reached any) the lowest."""
+    if SPEED_THRESHOLD in keys:
+        return SPEED_THRESHOLD
+    reached = set()
+    for r in runs:
+        reached.update(k for k, v in (steps_to(r, keys) or {}).items() if v is not None)
+    candidates = [k for k in keys if k in reached]
+    return candidates[-1] if candidates else keys[0]
+
+
+def speed_note(runs: Sequence[Mapping[str, Any]], keys: Sequence[str], key: str) -> str:
+    """Why speed is judged at ``key`` when it is not 95% ("" when it is)."""
+    if key == SPEED_THRESHOLD:
+        return ""
+    reached = any((steps_to(r, [key]) or {}).get(key) is not None for r in runs)
+    why = "the highest threshold some run reached" if reached else "no run reached any threshold"
+    listed = ", ".join(f"{pct(k)}%" for k in keys)
+    return (
+        f"95% is not among these runs' thresholds ({listed}): speed is judged at {pct(key)}% "
+        f"({why})"
+    )
+
+
+def _speed(config: Config, key: str = SPEED_THRESHOLD) -> tuple[float, float] | None:
+    """(fraction of seeds that reached ``key``, mean steps to it): faster is a higher fraction,
     then fewer steps. None without validation records."""
-    st = config.steps("0.95")
+    st = config.steps(key)
     if st.n == 0:
         return None
     return (len(st.values) / st.n, st.mean if st.values else math.inf)
@@ -406,7 +523,7 @@ def _speed(config: Config) -> tuple[float, float] | None:
 
 def _faster(a: tuple[float, float] | None, b: tuple[float, float] | None) -> bool | None:
     """Is speed a faster than b? None when they cannot be told apart (missing, or neither
-    reached 95%)."""
+    reached the threshold)."""
     if a is None or b is None or (a[0] == 0 and b[0] == 0):
         return None
     if a[0] != b[0]:
@@ -459,18 +576,24 @@ def _acc_noise(a: Config, b: Config) -> bool:
     return spread > 0 and abs(sa.mean - sb.mean) <= spread
 
 
-def _speed_noise(a: Config, b: Config) -> bool:
-    sa, sb = a.steps("0.95"), b.steps("0.95")
+def _speed_noise(a: Config, b: Config, key: str = SPEED_THRESHOLD) -> bool:
+    sa, sb = a.steps(key), b.steps(key)
     if not sa.values or not sb.values or len(sa.values) != sa.n or len(sb.values) != sb.n:
         return False
     spread = max(s for s in (sa.std, sb.std, 0.0) if s is not None)
     return spread > 0 and abs(sa.mean - sb.mean) <= spread
 
 
-def tutorial_columns(configs: Sequence[Config]) -> dict[int, tuple[str, str, str]]:
+def tutorial_columns(
+    configs: Sequence[Config], speed_key: str | None = None
+) -> dict[int, tuple[str, str, str]]:
     """For each configuration of the tutorial study (by id): (the tutorial's claim, the measured
-    ranks of test accuracy and of speed to 95% val accuracy among the configurations that differ
-    only in their init, and whether the claim holds)."""
+    ranks of test accuracy and of speed to ``speed_key`` val accuracy (default: speed_threshold
+    of the configurations' runs) among the configurations that differ only in their init, and
+    whether the claim holds)."""
+    if speed_key is None:
+        runs = [r for c in configs for r in c.runs]
+        speed_key = speed_threshold(runs, report_thresholds(runs))
     groups: dict[str, list[Config]] = {}
     for c in configs:
         if c.key["study"] != TUTORIAL_STUDY:
@@ -480,7 +603,7 @@ def tutorial_columns(configs: Sequence[Config]) -> dict[int, tuple[str, str, str
     out = {}
     for peers in groups.values():
         accs = [p.final("test_acc").mean for p in peers]
-        speeds = [_speed(p) for p in peers]
+        speeds = [_speed(p, speed_key) for p in peers]
         for i, c in enumerate(peers):
             n = len(peers)
             if accs[i] is None:
@@ -489,7 +612,7 @@ def tutorial_columns(configs: Sequence[Config]) -> dict[int, tuple[str, str, str
                 rank = _ordinal_rank(accs, i, lambda a, b: a is not None and a > b)
                 measured = f"acc #{rank}/{n}"
             if speeds[i] is None or speeds[i][0] == 0:
-                measured += ", never 95%" if speeds[i] is not None else ""
+                measured += f", never {pct(speed_key)}%" if speeds[i] is not None else ""
             else:
                 rank = _ordinal_rank(speeds, i, lambda a, b: bool(_faster(a, b)))
                 measured += f", speed #{rank}/{n}"
@@ -498,8 +621,8 @@ def tutorial_columns(configs: Sequence[Config]) -> dict[int, tuple[str, str, str
                 c,
                 peers,
                 SPEED_LEVEL,
-                lambda a, b: _faster(_speed(a), _speed(b)),
-                _speed_noise,
+                lambda a, b: _faster(_speed(a, speed_key), _speed(b, speed_key)),
+                lambda a, b: _speed_noise(a, b, speed_key),
                 ("slower than", "faster than"),
             )
             parts = [f"acc: {acc}"] if acc else []
@@ -538,48 +661,61 @@ def header_lines(runs: Sequence[Mapping[str, Any]], n_unreadable: int) -> list[s
         network = f"MLP {inputs}-(hidden widths vary; depth {depths})-{classes}, {activation}"
     else:
         network = f"MLP {inputs}-{widths}-{classes}, {activation}"
-    opt = _common(str(_get(r, "optimizer", "name") or "?").upper() for r in runs)
-    lr = _common(_get(r, "optimizer", "lr") for r in runs)
-    momentum = _common(_get(r, "optimizer", "momentum") for r in runs)
+    opt = _common(str(optimizer_setting(r, "name") or "?").upper() for r in runs)
+    lr = _common(optimizer_setting(r, "lr") for r in runs)
+    momentum = _common(optimizer_setting(r, "momentum") for r in runs)
     batch = _common(r.get("batch_size") for r in runs)
     epochs = _common(r.get("max_epochs") for r in runs)
     studies = _common(r.get("study") or "none (plain train.py runs)" for r in runs)
-    counts = Counter(r["status"] for r in runs)
-    tally = f"{len(runs)} ({', '.join(f'{counts[s]} {s}' for s in STATUSES)})"
-    if n_unreadable:
-        tally += f", plus {n_unreadable} unreadable results.json (not counted, listed below)"
     return [
         f"- **Study**: {studies}",
         f"- **Dataset**: {dataset}",
         f"- **Network**: {network}",
         f"- **Optimizer**: {opt} lr {lr} momentum {momentum}, batch {batch}, {epochs} epochs",
-        f"- **Runs**: {tally}",
+        runs_line(category_counts(runs, n_unreadable)),
     ]
 
 
-METRICS: tuple[tuple[str, Callable[[Config], str]], ...] = (
-    ("train acc", lambda c: fmt_stat(c.final("train_acc"))),
-    ("test acc", lambda c: fmt_stat(c.final("test_acc"))),
-    *(
-        (f"steps to {round(float(t) * 100)}%", lambda c, t=t: fmt_steps(c.steps(t)))
-        for t in THRESHOLDS
-    ),
-    ("val AUC", lambda c: fmt_stat(c.auc())),
-)
+def runs_line(tally: Mapping[str, int]) -> str:
+    """The header's tally of the results.json files, in the words of the sweep's last line:
+    "- **Runs**: 9 ok, 1 diverged, 1 failed, 1 unreadable (12 results.json; ...)"."""
+    total = sum(tally.get(c, 0) for c in CATEGORIES)
+    text = f"- **Runs**: {format_counts(tally)} ({total} results.json"
+    if tally.get(UNREADABLE):
+        text += "; the unreadable ones are listed below and never aggregated"
+    return text + ")"
 
 
-def summary_table(configs: Sequence[Config]) -> tuple[list[str], list[list[str]]]:
-    """The header and rows of the main table (configs in the order given)."""
+def metrics(keys: Sequence[str]) -> list[tuple[str, Callable[[Config], str]]]:
+    """The metric columns of the main table: (name, cell) with one "steps to X%" column per
+    threshold key."""
+    return [
+        ("train acc", lambda c: fmt_stat(c.final("train_acc"))),
+        ("test acc", lambda c: fmt_stat(c.final("test_acc"))),
+        *((f"steps to {pct(k)}%", lambda c, k=k: fmt_steps(c.steps(k))) for k in keys),
+        ("val AUC", lambda c: fmt_stat(c.auc())),
+    ]
+
+
+def summary_table(
+    configs: Sequence[Config], keys: Sequence[str] | None = None, speed_key: str | None = None
+) -> tuple[list[str], list[list[str]]]:
+    """The header and rows of the main table (configs in the order given); ``keys``: the
+    thresholds (default: report_thresholds of the configurations' runs)."""
+    runs = [r for c in configs for r in c.runs]
+    keys = report_thresholds(runs) if keys is None else keys
+    speed_key = speed_threshold(runs, keys) if speed_key is None else speed_key
     shown = varying_fields(configs)
-    tutorial = tutorial_columns(configs)
-    header = [*shown, "n", "status", *(name for name, _ in METRICS)]
+    tutorial = tutorial_columns(configs, speed_key)
+    columns = metrics(keys)
+    header = [*shown, "n", "status", *(name for name, _ in columns)]
     if tutorial:
         header += ["tutorial says", "measured", "claim holds?"]
     rows = []
     for c in configs:
         row = [_fmt_num(c.key[f]) if c.key[f] is not None else "-" for f in shown]
         row += [str(len(c.runs)), fmt_status(c.status_counts)]
-        row += [fn(c) for _, fn in METRICS]
+        row += [fn(c) for _, fn in columns]
         if tutorial:
             row += list(tutorial.get(id(c), ("", "", "")))
         rows.append(row)
@@ -603,18 +739,25 @@ def render_summary(
     lines += [f"`{sweep_dir}`", ""]
     if not runs:
         lines += ["No readable results.json below this directory.", ""]
+        if unreadable:
+            lines += [runs_line(category_counts(runs, len(unreadable))), ""]
     else:
+        keys = report_thresholds(runs)
+        speed_key = speed_threshold(runs, keys)
         lines += header_lines(runs, len(unreadable))
-        lines += ["", f"**How to read this.** {HOW_TO_READ}", ""]
-        header, rows = summary_table(configs)
+        lines += ["", f"**How to read this.** {how_to_read(keys, speed_key)}", ""]
+        header, rows = summary_table(configs, keys, speed_key)
         lines += _md_table(header, rows)
         lines.append("")
         if any(c.key["study"] == TUTORIAL_STUDY for c in configs):
+            note = speed_note(runs, keys, speed_key)
             lines += [
                 "*tutorial says*: the tutorial's qualitative claim for that init (final "
                 "performance, convergence speed). *measured*: the rank of mean test accuracy "
-                "and of speed to 95% val accuracy (more seeds reaching it, then fewer steps) "
-                "among the rows that differ only in their init. *claim holds?*: whether the "
+                f"and of speed to {pct(speed_key)}% val accuracy (more seeds reaching it, then "
+                "fewer steps) among the rows that differ only in their init"
+                + (f"; {note}" if note else "")
+                + ". *claim holds?*: whether the "
                 "measured order agrees with the tutorial's against every init it ranks "
                 'differently (zero < small < Xavier < He); "within seed std" when the '
                 "disagreement is smaller than a seed-to-seed standard deviation.",
@@ -643,7 +786,7 @@ def render_summary(
         ]
         lines.append("")
     if unreadable:
-        lines += ["## Unreadable results.json (not counted)", ""]
+        lines += ["## Unreadable results.json (not aggregated)", ""]
         lines += _md_table(
             ["file", "why"],
             ([_rel(u.path, sweep_dir), u.reason] for u in unreadable),
@@ -715,26 +858,33 @@ FIRST_COLUMNS = (
     "final.val_acc",
     "final.test_acc",
     "final.test_loss",
-    *(f"steps_to_val_acc.{t}" for t in THRESHOLDS),
+    # then steps_to_val_acc.<key> for each threshold (report_thresholds), then:
     "auc_val_acc",
 )
 
 
 def summary_csv(runs: Sequence[Mapping[str, Any]], unreadable: Sequence[Unreadable], root: Path):
-    """summary.csv's text: one row per run (every field flattened), unreadable files last."""
+    """summary.csv's text: one row per run (every field flattened), unreadable files last (status
+    "unreadable", the reason in ``error``). ``steps_to_val_acc.<key>``: one column per threshold
+    of the report (report_thresholds), from the record or recomputed from its history."""
+    thresholds = report_thresholds(runs)
     rows = []
     for r in sorted(runs, key=lambda r: r["_run"]):
         row = flatten({k: v for k, v in r.items() if not k.startswith("_")})
+        row = {k: v for k, v in row.items() if not k.startswith("steps_to_val_acc")}
         row["run"] = r["_run"]
         row["auc_val_acc"] = auc(r)
-        steps = steps_to(r)
-        for t in THRESHOLDS:
-            row.setdefault(f"steps_to_val_acc.{t}", steps.get(t) if steps else None)
+        steps = steps_to(r, thresholds) or {}
+        for t in thresholds:
+            row[f"steps_to_val_acc.{t}"] = steps.get(t)
         rows.append(row)
     for u in unreadable:
-        rows.append({"run": _rel(u.path.parent, root), "status": "unreadable", "error": u.reason})
+        rows.append({"run": _rel(u.path.parent, root), "status": UNREADABLE, "error": u.reason})
     keys = {k for row in rows for k in row}
-    columns = [c for c in FIRST_COLUMNS if c in keys or c in ("run", "status")]
+    first = list(FIRST_COLUMNS)
+    at = first.index("auc_val_acc")
+    first[at:at] = [f"steps_to_val_acc.{t}" for t in thresholds]
+    columns = [c for c in first if c in keys or c in ("run", "status")]
     columns += sorted(keys - set(columns))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, restval="", lineterminator="\n")
@@ -810,10 +960,8 @@ def curve(runs: Sequence[Mapping[str, Any]]):
 
     by_step: dict[float, list[float]] = {}
     for r in runs:
-        for h in r.get("history") or []:
-            step, acc = _number(h.get("step")), _number(h.get("val_acc"))
-            if step is not None and acc is not None:
-                by_step.setdefault(step, []).append(acc)
+        for h in _history(r):
+            by_step.setdefault(_number(h["step"]), []).append(_number(h["val_acc"]))
     steps = sorted(by_step)
     vals = [by_step[s] for s in steps]
     return (
@@ -861,11 +1009,11 @@ def plot_val_curves(configs: Sequence[Config], path: Path) -> Path:
                     below.append(f"{label} (max {hi.max():.3f})")
                     continue
                 color = colors[c.key["init"]]
-                seeds = len([x for x in c.runs if x.get("history")])
+                seeds = len([x for x in c.runs if _history(x)])
                 ax.plot(steps, mean, color=color, lw=1.8, label=f"{label}, {seeds} seed(s)")
                 ax.fill_between(steps, lo, hi, color=color, alpha=0.2, lw=0)
                 for x in c.runs:  # where a diverged run stopped
-                    h = [p for p in x.get("history") or [] if _number(p.get("val_acc")) is not None]
+                    h = _history(x)
                     if x["status"] == "diverged" and h:
                         ax.plot(h[-1]["step"], h[-1]["val_acc"], "x", color=color, ms=9, mew=2)
             notes = ["no curve: " + "; ".join(no_curve)] if no_curve else []
@@ -984,9 +1132,15 @@ def _errorbar_vs_depth(ax: Any, points: list[tuple[Any, Any]], color: Any, label
         )
 
 
-def plot_depth(configs: Sequence[Config], path: Path) -> Path:
-    """Test accuracy and steps to 95% val accuracy against depth, one line per init; one column
-    per value of the other varying fields (norm, ...)."""
+def plot_depth(configs: Sequence[Config], path: Path, speed_key: str | None = None) -> Path:
+    """Test accuracy and steps to ``speed_key`` val accuracy (default: speed_threshold of the
+    runs: 95% when recorded) against depth, one line per init; one column per value of the other
+    varying fields (norm, ...)."""
+    runs = [r for c in configs for r in c.runs]
+    keys = report_thresholds(runs)
+    key = speed_threshold(runs, keys) if speed_key is None else speed_key
+    level = f"{pct(key)}%"
+    note = speed_note(runs, keys, key)
     plt = _pyplot()
     shown = varying_fields(configs)
     with_params = "init params" in shown
@@ -1002,7 +1156,7 @@ def plot_depth(configs: Sequence[Config], path: Path) -> Path:
             label = c.key["init"] + (f" ({c.key['init params']})" if with_params else "")
             lines.setdefault(label, []).append(c)
         never_y = None
-        reached = [s for c in group for s in c.steps("0.95").values]
+        reached = [s for c in group for s in c.steps(key).values]
         if reached:
             never_y = max(reached) * 1.15
         for label in sorted(lines, key=lambda lb: _order(lines[lb][0].key["init"], INIT_ORDER)):
@@ -1011,7 +1165,7 @@ def plot_depth(configs: Sequence[Config], path: Path) -> Path:
             _errorbar_vs_depth(
                 ax_acc, [(c.key["depth"], c.final("test_acc")) for c in cs], color, label
             )
-            steps = [(c.key["depth"], c.steps("0.95")) for c in cs]
+            steps = [(c.key["depth"], c.steps(key)) for c in cs]
             _errorbar_vs_depth(ax_steps, steps, color, label)
             miss = [d for d, s in steps if s.n and not s.values]
             if miss:
@@ -1022,7 +1176,7 @@ def plot_depth(configs: Sequence[Config], path: Path) -> Path:
             ax_steps.text(
                 0.01,
                 never_y,
-                " never reached 95% (hollow triangles)",
+                f" never reached {level} (hollow triangles)",
                 fontsize=8,
                 color="grey",
                 va="bottom",
@@ -1040,10 +1194,14 @@ def plot_depth(configs: Sequence[Config], path: Path) -> Path:
         ax_acc.set_ylim(max(low, 0.0), min(high, 1.0))
         ax_acc.set_ylabel("test accuracy (mean ± std)")
         ax_acc.set_title(f"test accuracy vs depth: {title}", fontsize=10)
-        ax_steps.set_ylabel("steps to 95% val accuracy (mean ± std)")
-        ax_steps.set_title(f"steps to 95% vs depth: {title}", fontsize=10)
+        ax_steps.set_ylabel(f"steps to {level} val accuracy (mean ± std)")
+        ax_steps.set_title(f"steps to {level} vs depth: {title}", fontsize=10)
         if not reached:
-            ax_steps.text(0.5, 0.5, "no run reached 95%", ha="center", transform=ax_steps.transAxes)
+            ax_steps.text(
+                0.5, 0.5, f"no run reached {level}", ha="center", transform=ax_steps.transAxes
+            )
+    if note:
+        fig.suptitle(note, fontsize=10)
     try:
         return save_figure_atomic(fig, path)
     finally:
@@ -1084,6 +1242,7 @@ def write_report(sweep_dir: str | Path, plots: bool = True) -> Path:
         raise FileNotFoundError(f"{sweep_dir} is not a directory")
     runs, unreadable = load_runs(root)
     configs = sorted(group_configs(runs), key=sort_key)
+    speed_key = speed_threshold(runs, report_thresholds(runs))
     write_text_atomic(root / SUMMARY_CSV, summary_csv(runs, unreadable, root))
 
     drawn: list[tuple[str, str]] = []
@@ -1111,8 +1270,9 @@ def write_report(sweep_dir: str | Path, plots: bool = True) -> Path:
         if len({c.key["depth"] for c in configs}) > 1:
             attempt(
                 DEPTH_PLOT,
-                "Test accuracy and steps to 95% against depth, per init",
-                lambda: plot_depth(configs, root / DEPTH_PLOT),
+                f"Test accuracy and steps to {pct(speed_key)}% val accuracy against depth, "
+                "per init",
+                lambda: plot_depth(configs, root / DEPTH_PLOT, speed_key),
             )
     if plots and not (root / PROPAGATION_FILE).exists():  # a propagation run has its own plot
         attempt(
