@@ -3,12 +3,16 @@
     python train.py init=xavier norm=batchnorm
     python train.py -m init=zero,xavier,he norm=none,batchnorm
 
-A thin Hydra edge over initlab.run.run, which does the work without Hydra.
+A thin Hydra edge over initlab.run.run, which does the work without Hydra. Exit status: 0 when
+every run finished (ok or diverged); 1 when a run failed (its results.json says why); 2 for bad
+input (one line, nothing written); 128 + N when signal N stopped it (130 Ctrl-C, 143 SIGTERM),
+its checkpoint saved: the same command resumes.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -20,7 +24,8 @@ from omegaconf import DictConfig
 from initlab.cli import preflight
 from initlab.config import ConfigError, validate
 from initlab.data import DataError
-from initlab.run import run
+from initlab.hydra_callbacks import interrupted_sweep
+from initlab.run import RunInterrupted, RunMismatch, run
 
 log = logging.getLogger("initlab.train")
 
@@ -45,10 +50,23 @@ def main(cfg: DictConfig) -> float | None:
             hydra.utils.instantiate(cfg.optimizer),
             progress_bar=bool(progress),
         )
+    except RunMismatch as exc:  # bad input found late (the data): one line, nothing touched
+        print(f"initlab: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except RunInterrupted as exc:  # the user's stop (logged by the run): the sweep stops too
+        if multirun:
+            exc.sweep_dir = Path(hydra_cfg.sweep.dir)
+        raise
     except DataError as exc:  # bad data: one line, like bad config (recorded as failed)
         if not multirun:
             print(f"initlab: error: {exc}", file=sys.stderr)
             sys.exit(2)
+        log.error("job %s failed: %s", hydra_cfg.job.override_dirname, exc)
+        return None
+    except OSError as exc:  # a full disk, say: one line (results.json records it if it can)
+        if not multirun:
+            print(f"initlab: error: {exc}", file=sys.stderr)
+            sys.exit(1)
         log.error("job %s failed: %s", hydra_cfg.job.override_dirname, exc)
         return None
     except Exception:
@@ -60,6 +78,34 @@ def main(cfg: DictConfig) -> float | None:
     return results["final"]["val_acc"]
 
 
+class SweepStopped(KeyboardInterrupt):
+    """SIGTERM between a sweep's runs (during one, the run stops itself after its step)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop_between_runs(signum: int, frame: object) -> None:
+    # Lightning chains this handler after its own while a run trains: that run stops after its
+    # step and raises RunInterrupted, so only a signal between runs stops the sweep from here.
+    if signal.getsignal(signum) is _stop_between_runs:
+        raise SweepStopped(signum)
+
+
 if __name__ == "__main__":
-    preflight(sys.argv[1:], Path(__file__).parent / "conf", "train")  # bad input: exit 2
-    main()
+    argv = sys.argv[1:]
+    preflight(argv, Path(__file__).parent / "conf", "train")  # bad input: exit 2
+    sweeping = any(a in ("-m", "--multirun") for a in argv)
+    if sweeping:
+        signal.signal(signal.SIGTERM, _stop_between_runs)
+    try:
+        main()
+    except RunInterrupted as exc:
+        interrupted_sweep(exc.sweep_dir, signal.Signals(exc.signum).name)
+        sys.exit(exc.code)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM between runs, or a launcher waiting
+        signum = getattr(exc, "signum", signal.SIGINT)
+        if sweeping:
+            interrupted_sweep(None, signal.Signals(signum).name)
+        sys.exit(128 + signum)

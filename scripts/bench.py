@@ -145,7 +145,7 @@ def startup_seconds(data: list[str], device: str) -> float:
         proc = subprocess.Popen(
             [sys.executable, "-u", str(ROOT / "train.py"), *data,
              "+trainer.max_steps=1", "trainer.num_sanity_val_steps=0",
-             "+trainer.limit_val_batches=0", "diagnostics=off", "logger=none",
+             "+trainer.limit_val_batches=1", "diagnostics=off", "logger=none",
              f"trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}",
              "progress_bar=false", f"hydra.run.dir={tmp}/run"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp,

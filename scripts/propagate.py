@@ -96,5 +96,6 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--plot":
         sys.exit(plot_command(sys.argv[2:]))
     # bad input: one line and exit 2 before Hydra writes anything
-    preflight(sys.argv[1:], Path(__file__).parents[1] / "conf", "propagate", validate_fn=validate)
+    conf = Path(__file__).parents[1] / "conf"
+    preflight(sys.argv[1:], conf, "propagate", validate_fn=validate, runs=False)
     main()

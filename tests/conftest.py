@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,17 @@ from omegaconf import DictConfig
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 TRAIN = ROOT / "train.py"
+
+# 149 steps per epoch on synthetic data, 3 epochs: a run long enough to be stopped in the middle.
+LONG_RUN = [
+    "data=synthetic",
+    "data.synthetic_train=10000",
+    "data.val_size=500",
+    "trainer.max_epochs=3",
+    "trainer.val_check_interval=40",
+    "progress_bar=false",
+    "diagnostics=off",
+]
 
 # Tiny, fast settings for runs on synthetic data.
 FAST = [
@@ -61,9 +73,16 @@ def sgd_steps(net, steps: int = 5, seed: int = 0) -> None:
         opt.step()
 
 
-def run_train(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run train.py as a user would, from ``cwd``."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
+# An environment without a network: every download is refused at once (a closed local port as
+# the proxy), so a run that must download MNIST fails, as it does when the network is down.
+OFFLINE = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
+
+
+def run_train(
+    args: list[str], cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run train.py as a user would, from ``cwd`` (``env``: variables added to the environment)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0", **(env or {})}
     return subprocess.run(
         [sys.executable, str(TRAIN), *args],
         cwd=cwd,
@@ -72,6 +91,28 @@ def run_train(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.Co
         timeout=timeout,
         env=env,
     )
+
+
+def start_train(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start train.py as a user would, from ``cwd``: its stdout and stderr in one pipe."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0", **(env or {})}
+    return subprocess.Popen(
+        [sys.executable, str(TRAIN), *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
+    """Wait until ``path`` exists, failing if ``proc`` ends first (it was not interrupted)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, "it ended first:\n" + proc.communicate()[0][-3000:]
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
 
 
 def bare_trainer(**kwargs):

@@ -11,25 +11,85 @@ from initlab.data import MNIST_CHECKS, DataError, MNISTDataModule, verify_mnist
 
 from .conftest import CONF, run_train
 
+LONG_DIR = "/tmp/" + "a" * 300  # one path component over a filesystem's 255 bytes
+
 CASES = [
     # (command line, what the message must contain)
+    # -- config groups and keys
     (["init=hee"], ["init=hee", "he, he_uniform", "xavier"]),
     (["norm=groupnorm"], ["norm=groupnorm", "batchnorm", "layernorm"]),
-    (["model.dept=3"], ["model.dept", "depth", "+model.dept"]),
+    (["model.dept=3"], ["model.dept is not a key of 'model'", "depth"]),
+    (["+model.dept=3"], ["model.dept is not a key of 'model'", "depth"]),
+    (["+foo=1"], ["foo is not a key of initlab's config", "seed"]),
+    (["trainer.precision=16"], ["trainer.precision is not a key", "+trainer.precision"]),
+    (["+trainer.max_stepz=3"], ["trainer.max_stepz is not an argument of lightning.Trainer"]),
+    (["init=xavier", "+init.std=0.1"], ["init.std is not a parameter of init=xavier", "gain"]),
+    (["+optimizer.momentun=0.9"], ["optimizer.momentun is not an argument", "momentum"]),
+    # -- types (Hydra checks them against the schema as it composes)
     (["model.depth=two"], ["model.depth='two'", "positive integer"]),
+    (["seed=1.5"], ["seed=1.5", "integer"]),
+    (["force=maybe"], ["force='maybe'", "true or false"]),
+    (["init=xavier", "init.gain=big"], ["init.gain='big'", "number"]),
+    # -- ranges
     (["model.depth=0"], ["model.depth=0", "positive integer"]),
     (["model.width=-5"], ["model.width=-5", "positive integer"]),
     (["model.hidden_sizes=[512,0]"], ["model.hidden_sizes=[512, 0]", "positive integers"]),
+    (["model.num_classes=5"], ["model.num_classes=5", "10"]),
+    (["model.input_size=100"], ["model.input_size=100", "784"]),
+    (["seed=-1"], ["seed=-1", "[0, 4294967295]"]),
+    (["seed=4294967296"], ["seed=4294967296", "[0, 4294967295]"]),
     (["optimizer.lr=0"], ["optimizer.lr=0", "> 0"]),
     (["optimizer.lr=-0.5"], ["optimizer.lr=-0.5", "> 0"]),
+    (["optimizer.lr=nan"], ["optimizer.lr=nan", "> 0"]),
+    (["optimizer.momentum=1.5"], ["optimizer.momentum=1.5", "[0, 1)"]),
+    (["optimizer.momentum=-0.1"], ["optimizer.momentum=-0.1", "[0, 1)"]),
+    (["+optimizer.weight_decay=-1"], ["optimizer.weight_decay=-1", ">= 0"]),
+    (["optimizer._target_=torch.optim.Adamm"], ["torch.optim.Adamm", "torch optimizer class"]),
+    (["init=small_normal", "init.std=0"], ["init.std=0", "> 0"]),
+    (["init=small_normal", "init.std=inf"], ["init.std=inf", "> 0"]),
+    (["init=xavier", "init.gain=-1"], ["init.gain=-1", "> 0"]),
+    (["init=kaiming", "init.mode=fanin"], ["init.mode='fanin'", "fan_in, fan_out"]),
+    (["init=he", "init.bias=nan"], ["init.bias=nan", "finite"]),
     (["data.batch_size=0"], ["data.batch_size=0", "positive integer"]),
+    (["data.std=0"], ["data.std=0", "> 0"]),
+    (["data.split_seed=-3"], ["data.split_seed=-3", "[0, 4294967295]"]),
     (["data.val_size=1000"], ["data.val_size=1000", "smaller than the 1000"]),
-    (["thresholds=[0.9,1.0]"], ["thresholds contains 1.0", "(0, 1)"]),
-    (["init=xavier", "init.gain=big"], ["init.gain='big'", "number"]),
+    (["data.synthetic_train=10"], ["data.synthetic_train=10", ">= 20"]),
+    (["thresholds=[0.9,1.0]"], ["thresholds=[0.9, 1.0]", "(0, 1)"]),
+    (["thresholds=[0.9,0.9]"], ["thresholds=[0.9, 0.9]", "distinct"]),
+    (["trainer.max_epochs=0"], ["trainer.max_epochs=0", "positive integer"]),
+    (["trainer.log_every_n_steps=0"], ["trainer.log_every_n_steps=0", "positive integer"]),
+    (["trainer.val_check_interval=0"], ["trainer.val_check_interval=0", "(0, 1]"]),
+    (["trainer.val_check_interval=1.5"], ["trainer.val_check_interval=1.5", "(0, 1]"]),
+    (["trainer.devices=2"], ["trainer.devices=2", "one device per job"]),
+    (["+trainer.limit_test_batches=0"], ["trainer.limit_test_batches=0", "positive integer"]),
+    (["+trainer.precision=8"], ["trainer.precision=8", "32-true"]),
+    (["+trainer.fast_dev_run=true"], ["trainer.fast_dev_run", "debug=smoke"]),
+    (["+trainer.accumulate_grad_batches=4"], ["accumulate_grad_batches", "manual optimization"]),
+    (["checkpoint.signals=[SIGKILL]"], ["checkpoint.signals=['SIGKILL']", "SIGUSR2"]),
+    (["progress_bar=maybe"], ["progress_bar='maybe'", "auto, true or false"]),
+    (["steps_per_execution=0"], ["steps_per_execution=0", "positive integer"]),
+    (["steps_per_execution=7"], ["steps_per_execution=7", "must divide"]),
+    (["logger.subdir=a/b"], ["logger.subdir='a/b'", "no '/'"]),
+    (["diagnostics.every_n_steps=0"], ["diagnostics.every_n_steps=0", "positive integer"]),
+    # -- valid alone, not together
+    (["norm=batchnorm", "data.batch_size=1"], ["data.batch_size=1", "norm=batchnorm"]),
+    (["-m", "norm=none,batchnorm", "data.batch_size=64,1"], ["data.batch_size=1", "batchnorm"]),
+    (
+        ["+trainer.check_val_every_n_epoch=1", "trainer.val_check_interval=500"],
+        ["trainer.val_check_interval=500", "13 training steps"],
+    ),
+    (["+optimizer.nesterov=true", "optimizer.momentum=0"], ["optimizer", "Nesterov"]),
+    # -- the machine
+    (["trainer.accelerator=mps"], ["'accelerator': 'mps'", "Lightning refuses", "not available"]),
+    (["model.width=100000", "model.depth=40"], ["GiB to train", "available"]),
+    # -- sweeps and output dirs
     (["init=zero,he"], ["init=zero,he is a sweep", "-m"]),
     (["-m", "init=he,hee"], ["init=hee", "xavier"]),  # every swept value is checked
     (["-m", "experiment=depth", "model.depth=0"], ["model.depth=0"]),
     (["hydra.run.dir=/proc/initlab/run"], ["/proc/initlab/run", "cannot be created"]),
+    ([f"hydra.run.dir={LONG_DIR}"], ["300 bytes", "at most 255"]),
+    (["-m", f"hydra.sweep.dir={LONG_DIR}", "seed=0,1"], ["300 bytes", "at most 255"]),
 ]
 
 
@@ -106,7 +166,7 @@ def test_corrupted_idx_file_is_named_with_the_fix(tmp_path, content, problem):
 
 def test_corrupted_gz_is_caught(tmp_path):
     path = _raw(tmp_path, b"not a gzip file", name=f"{LABELS}.gz")
-    with pytest.raises(DataError, match="fails its md5 checksum"):
+    with pytest.raises(DataError, match="cannot be decompressed"):
         verify_mnist(tmp_path)
     assert path.exists()  # named, not deleted: the user decides
 

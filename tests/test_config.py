@@ -7,9 +7,10 @@ import itertools
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.errors import MissingConfigException
+from hydra.errors import HydraException, MissingConfigException
 from omegaconf import OmegaConf
 
+from initlab.cli import _Composer, check
 from initlab.config import ConfigError, validate
 from initlab.mlp import resolve_hidden_sizes
 from initlab.run import steps_per_execution
@@ -45,15 +46,31 @@ def test_there_are_experiments():
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_every_job_of_every_experiment_composes(name):
-    grid = _grid(name)
-    assert len(grid) >= 9
+def test_every_job_of_every_experiment_passes_preflight(name):
+    """Every job of the grid composed and validated, as the command line checks a sweep."""
+    assert len(_grid(name)) >= 9
+    check(["-m", f"experiment={name}"], CONF, "train")
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_preflight_composes_each_job_as_hydra_does(name):
+    """Preflight composes once per group choice and applies the rest itself: the result must be
+    Hydra's own composition (every 7th job of the grid, compared whole)."""
+    jobs = _grid(name)[::7]
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        for job in grid:
-            cfg = compose("train", overrides=[f"experiment={name}", *job])
-            validate(cfg)
-            assert cfg.study == name
+        composer = _Composer(CONF, "train")
+        for job in jobs:
+            overrides = [f"experiment={name}", *job]
+            cfg = compose("train", overrides=overrides, return_hydra_config=True)
+            dirname = cfg.hydra.job.override_dirname
+            task = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+                    for k, v in cfg.items() if k != "hydra"}  # fmt: skip
+            ours = composer(overrides)
+            assert {k: v for k, v in ours.items() if k != "hydra"} == task, job
+            assert ours["hydra"]["override_dirname"] == dirname, job
+            validate(task)
+            assert task["study"] == name
 
 
 def test_experiment_grids():
@@ -93,7 +110,6 @@ def test_unknown_group_option_lists_the_valid_ones():
     ("override", "field"),
     [
         ("model.depth=0", "model.depth=0"),
-        ("model.depth=two", "model.depth='two'"),
         ("model.width=-3", "model.width=-3"),
         ("model.hidden_sizes=[512,0]", "model.hidden_sizes"),
         ("model.activation=swish", "model.activation='swish'"),
@@ -102,7 +118,8 @@ def test_unknown_group_option_lists_the_valid_ones():
         ("data.batch_size=0", "data.batch_size=0"),
         ("data.val_size=0", "data.val_size=0"),
         ("thresholds=[0.9,1.5]", "1.5"),
-        ("seed=abc", "seed='abc'"),
+        ("seed=-1", "seed=-1"),
+        ("+model.dept=3", "model.dept is not a key"),
         ("trainer.max_epochs=0", "trainer.max_epochs=0"),
         ("steps_per_execution=0", "steps_per_execution=0"),
         ("steps_per_execution=many", "steps_per_execution='many'"),
@@ -116,6 +133,17 @@ def test_validate_names_field_and_value(override, field):
         validate(cfg)
     message = str(err.value)
     assert field in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("override", "key"), [("model.depth=two", "model.depth"), ("seed=abc", "seed")]
+)
+def test_hydra_checks_the_schema_types_as_it_composes(override, key):
+    """The schema is registered in Hydra's ConfigStore: Hydra itself refuses a value of the wrong
+    type, naming the field (the command line turns this into one line, see test_bad_input)."""
+    with pytest.raises(HydraException) as err:
+        compose_train([override])
+    assert err.value.__cause__ is not None and err.value.__cause__.full_key == key
 
 
 @pytest.mark.parametrize(

@@ -13,16 +13,18 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from .conftest import TRAIN, run_train
+from .conftest import OFFLINE, run_train, start_train
 
 # Tiny jobs: 4 synthetic batches, no TensorBoard, no per-layer statistics.
 SMOKE = ["debug=smoke", "logger=none", "diagnostics=off", "progress_bar=false"]
+# smoke-sized training without debug=smoke (which would fix data=synthetic)
+TINY = ["trainer.max_epochs=1", "+trainer.limit_train_batches=4", "trainer.val_check_interval=2",
+        "trainer.log_every_n_steps=2"]  # fmt: skip
 SWEEP_TIMEOUT_S = 300  # a sweep that has not returned by then has hung
 HEADER = re.compile(r"(?:local|slurm|submitit local) launcher: job (\d+) of (\d+), .*")
 
@@ -41,15 +43,7 @@ def _header(job_dir: Path) -> str:
 
 
 def _start_sweep(args: list[str], cwd: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
-    return subprocess.Popen(
-        [sys.executable, str(TRAIN), *args],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
+    return start_train(args, cwd)
 
 
 def _wait_for_header(proc: subprocess.Popen, job_dir: Path, timeout: float) -> str:
@@ -67,13 +61,17 @@ def _wait_for_header(proc: subprocess.Popen, job_dir: Path, timeout: float) -> s
     pytest.fail(f"job {job_dir.name} did not start within {timeout:.0f} s:\n{out[-3000:]}")
 
 
-def _finish(proc: subprocess.Popen) -> str:
+def _finish(proc: subprocess.Popen, returncode: int | None = None) -> str:
+    """The sweep's output, once it ends (with ``returncode``, when given)."""
     try:
-        return proc.communicate(timeout=SWEEP_TIMEOUT_S)[0]
+        out = proc.communicate(timeout=SWEEP_TIMEOUT_S)[0]
     except subprocess.TimeoutExpired:
         proc.kill()
         out = proc.communicate()[0]
         pytest.fail(f"the sweep hung (> {SWEEP_TIMEOUT_S} s):\n{out[-3000:]}")
+    if returncode is not None:
+        assert proc.returncode == returncode, out[-3000:]
+    return out
 
 
 # --- local -----------------------------------------------------------------------------------
@@ -107,24 +105,29 @@ def test_local_launcher_plan(monkeypatch, gpus_seen, kwargs, expected):
 
 
 def test_local_launcher_runs_two_jobs_at_once_one_thread_each(tmp_path):
-    """2 jobs on 2 cores: two workers, 1 torch thread each; a job that raises is recorded as
-    failed by train.py and the sweep goes on to its tally (exit 0)."""
+    """2 jobs on 2 cores: two workers, 1 torch thread each; a job that raises (MNIST missing,
+    the network down, no fallback) is recorded as failed by train.py and the sweep goes on to
+    its tally, then exits 1 (a run failed)."""
     sweep = tmp_path / "sweep"
     proc = run_train(
-        ["-m", *SMOKE, "init=zero,he", "norm=weightnorm"]  # zero + weight norm raises (0/0)
+        ["-m", "data=synthetic,mnist", f"data.root={tmp_path / 'no-data'}", "data.fallback=false"]
+        + [*TINY, "logger=none", "diagnostics=off", "progress_bar=false"]
         + ["hydra/launcher=local", "hydra.launcher.cpus=2", "hydra.launcher.gpus=[]"]
         + [f"hydra.sweep.dir={sweep}"],
         cwd=tmp_path,
         timeout=SWEEP_TIMEOUT_S,
+        env=OFFLINE,
     )
     out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-3000:]
+    assert proc.returncode == 1, out[-3000:]
     assert "local launcher: 2 jobs, 2 jobs at once, 1 torch thread each (2 cores)" in out
+    assert "1 ok, 0 diverged, 1 failed, 0 unreadable" in out
     results = _results(sweep)
     assert len(results) == 2, sorted(results)
-    by_init = {r["init"]: r for r in results.values()}
-    assert by_init["he"]["status"] == "ok"
-    assert by_init["zero"]["status"] == "failed" and "weightnorm" in by_init["zero"]["error"]
+    by_data = {r["config"]["data"]["name"]: r for r in results.values()}
+    assert by_data["synthetic"]["status"] == "ok"
+    assert by_data["mnist"]["status"] == "failed"
+    assert "not downloadable" in by_data["mnist"]["error"]
     pids = set()
     for name in results:
         header = _header(sweep / name)
@@ -136,7 +139,7 @@ def test_local_launcher_runs_two_jobs_at_once_one_thread_each(tmp_path):
 
 def test_local_launcher_survives_a_killed_worker(tmp_path):
     """A worker killed mid-job: that job is recorded as failed, the other job's result stands,
-    the sweep neither hangs nor fails."""
+    the sweep neither hangs nor stops early, and its exit status says a run failed (1)."""
     sweep = tmp_path / "sweep"
     proc = _start_sweep(
         ["-m", *SMOKE, "trainer.max_epochs=1,100000"]  # the second one runs until killed
@@ -153,8 +156,7 @@ def test_local_launcher_survives_a_killed_worker(tmp_path):
     header = _wait_for_header(proc, victim, timeout=120)
     pid = int(header.rsplit(" ", 1)[-1])
     os.kill(pid, signal.SIGKILL)
-    out = _finish(proc)
-    assert proc.returncode == 0, out[-3000:]
+    out = _finish(proc, returncode=1)
     results = _results(sweep)
     assert len(results) == 2, sorted(results)
     killed = results[victim.name]
@@ -196,7 +198,7 @@ def _cluster_has_gpus() -> bool:
 def test_slurm_sweep_records_a_killed_job_as_failed(tmp_path, backend):
     """3 jobs through hydra/launcher=slurm, one of them killed (scancel --signal=KILL) while it
     runs: every job has its results.json (2 ok, the killed one failed, recorded by the
-    launcher), the sweep returns, exit 0, with its tally.
+    launcher), the sweep returns with its tally, exit status 1 (a run failed).
 
     Without a cluster (INITLAB_SLURM unset) the slurm case is skipped, saying so, and the same
     sweep runs on submitit's local executor (slurm_local), the killed job a killed process.
@@ -234,9 +236,8 @@ def test_slurm_sweep_records_a_killed_job_as_failed(tmp_path, backend):
         # the job id is submitit's controller process: kill the training task it runs too
         for pid in [*_children(int(job_id)), int(job_id)]:
             os.kill(pid, signal.SIGKILL)
-    out = _finish(proc)
+    out = _finish(proc, returncode=1)
     elapsed = time.monotonic() - t0
-    assert proc.returncode == 0, out[-3000:]
     results = _results(sweep)
     assert len(results) == 3, sorted(results)
     killed = results.pop(victim.name)

@@ -386,7 +386,7 @@ def test_run_propagation_on_synthetic_data():
     assert record["widths"] == [784, 32, 32, 10] and len(record["seeds"]) == 2
     with pytest.raises(ConfigError, match=r"propagate.n_inputs=5000 exceeds the 800 training"):
         run_propagation({**cfg, "propagate": {**cfg["propagate"], "n_inputs": 5000}})
-    with pytest.raises(ConfigError, match=r"propagate.seeds=0 must be a positive integer"):
+    with pytest.raises(ConfigError, match=r"propagate.seeds=0 must be an integer >= 2"):
         run_propagation({**cfg, "propagate": {**cfg["propagate"], "seeds": 0}})
 
 
@@ -446,6 +446,6 @@ def test_bad_input_is_one_line(tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
-        "initlab: error: propagate.inputs='images' is not one of: mnist, gaussian"
+        "initlab: error: propagate.inputs='images' must be one of: mnist, gaussian"
     )
     assert not Path(tmp_path, "run").exists()  # refused before Hydra wrote anything

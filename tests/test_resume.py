@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -15,42 +14,19 @@ import torch
 
 from initlab.run import run
 
-from .conftest import FAST, TRAIN, compose_train, run_train
+from .conftest import FAST, LONG_RUN, compose_train, run_train, start_train, wait_for
 
-# 149 steps per epoch on synthetic data: long enough to interrupt a run mid-way.
-ARGS = [
-    "data=synthetic",
-    "data.synthetic_train=10000",
-    "data.val_size=500",
-    "trainer.max_epochs=3",
-    "trainer.val_check_interval=40",
-    "progress_bar=false",
-    "diagnostics=off",
-]
+ARGS = LONG_RUN  # 149 steps per epoch, 3 epochs: long enough to interrupt a run mid-way
 
 
 def _train(out: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, str(TRAIN), *ARGS, *extra, f"hydra.run.dir={out}"],
-        cwd=out.parent,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return start_train([*ARGS, *extra, f"hydra.run.dir={out}"], cwd=out.parent)
 
 
 def _finish(proc: subprocess.Popen, timeout: float = 300) -> str:
     output, _ = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, output[-3000:]
     return output
-
-
-def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert proc.poll() is None, "the run ended before it could be interrupted"
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
 
 
 def _metrics(out: Path) -> dict:
@@ -81,7 +57,7 @@ def _assert_same_run(a: Path, b: Path) -> None:
 def test_sigkill_after_first_checkpoint_then_resume(tmp_path, reference):
     out = tmp_path / "killed"
     proc = _train(out)
-    _wait_for(out / "checkpoints" / "last.ckpt", proc)
+    wait_for(out / "checkpoints" / "last.ckpt", proc)
     proc.kill()  # SIGKILL: nothing is saved beyond the epoch-end checkpoint
     proc.wait()
     assert not (out / "results.json").exists()
@@ -96,7 +72,7 @@ def test_sigterm_mid_epoch_checkpoints_and_resumes(tmp_path, reference):
     for delay in (0.1, 0.03, 0.0):
         out = tmp_path / f"terminated-{delay}"
         proc = _train(out)
-        _wait_for(out / "checkpoints" / "last.ckpt", proc)  # epoch 1 done
+        wait_for(out / "checkpoints" / "last.ckpt", proc)  # epoch 1 done
         time.sleep(delay)
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=120)
@@ -123,7 +99,7 @@ def test_relaunch_skips_finished_runs_and_force_reruns(tmp_path, reference):
     second = _finish(_train(out, "trainer.max_epochs=1"))
     assert "already finished (status ok): skipping it" in second
     assert (out / "results.json").read_text() == before
-    third = _finish(_train(out, "trainer.max_epochs=1", "+force=true"))
+    third = _finish(_train(out, "trainer.max_epochs=1", "force=true"))
     assert "skipping" not in third
     assert json.loads((out / "results.json").read_text())["status"] == "ok"
 

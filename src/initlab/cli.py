@@ -1,30 +1,46 @@
 """Checking a command line before Hydra acts on it (used by train.py and scripts/*.py).
 
 Hydra creates the run or sweep directory before the task function runs, and reports a bad
-override with a multi-line message and exit status 1. ``preflight`` composes the config the
-command line asks for (every value of every swept key, and the experiment's grid) and validates
-it first: bad input gets one line naming the field, the value and what is allowed, exit status 2,
-and nothing is written. This module imports Hydra; the rest of initlab does not need it.
+override with a multi-line message and exit status 1. ``preflight`` first builds every job the
+command line asks for (the whole grid of a sweep, the experiment's included, in the order Hydra's
+basic sweeper runs them) and checks each before anything is written:
+
+- its config (``initlab.config.validate``: types, ranges, unknown keys, values that clash);
+- its output dir: creatable, no path component over 255 bytes, and, when it already holds a run,
+  that run's fingerprint (``initlab.run.previous_run``: a different configuration is refused);
+- the machine: the MNIST files, the Trainer and optimizer as Lightning and torch build them, and
+  whether the model fits in the device's memory.
+
+Bad input gets one line naming the field, the value and what is allowed, exit status 2, and
+nothing is written. This module imports Hydra; the rest of initlab does not need it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import itertools
+import json
+import logging
+import os
 import re
 import sys
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException, MissingConfigException
+from hydra.core.override_parser.types import Override
+from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from initlab.config import ConfigError, validate
-from initlab.data import MNIST_FILES, DataError, mnist_present, verify_mnist
+from initlab.config import FREE_FORM, ConfigError, allowed, validate
+from initlab.paths import MAX_NAME_BYTES, job_dirname, long_components
 
 # Flags after which Hydra does something other than run the task: leave those to Hydra.
 _HYDRA_ONLY = {"-h", "--help", "--hydra-help", "--version", "-c", "--cfg", "-i", "--info",
@@ -55,49 +71,223 @@ def _missing_option(exc: MissingConfigException) -> str:
     return _one_line(str(exc))
 
 
-def job_override_lists(
+def _type_error(exc: BaseException) -> str | None:
+    """'model.depth=two': Hydra refused the value for the schema's type; say what is allowed."""
+    cause = exc.__cause__ if isinstance(exc, ConfigCompositionException) else exc
+    key = getattr(cause, "full_key", None)
+    if type(cause).__name__ != "ValidationError" or not key:
+        return None
+    what = allowed(str(key))
+    found = re.search(r"Error merging override (\S+?)=(.*)$", str(exc))
+    if found:
+        value: Any = found.group(2)
+        with contextlib.suppress(Exception):
+            value = OverridesParser.create().parse_override(f"x={value}").value()
+        return f"{key}={value!r} must be {what or 'of the declared type'}"
+    return f"{key}: {_one_line(str(cause))}" + (f" (allowed: {what})" if what else "")
+
+
+def sweep_jobs(
     overrides: Sequence[str], multirun: bool, sweeper_params: Mapping[str, Any] | None = None
 ) -> list[list[str]]:
-    """The override lists to check: every value of every swept key at least once.
-
-    Not the whole grid (that can be hundreds of jobs): all keys at their first value, then each
-    other value of each swept key on its own. Fields are validated one by one, so this finds any
-    bad value. ``sweeper_params`` (an experiment's grid) count as sweeps unless the command line
-    sets the same key.
-    """
+    """The override list of every job, as Hydra's basic sweeper makes them: the experiment's
+    ``sweeper_params`` first, a key on the command line replacing the same key's grid, then the
+    product of every key's values in that order."""
     parser = OverridesParser.create()
     parsed = parser.parse_overrides(list(overrides))
-    axes: list[list[str]] = []
-    for o in parsed:
-        if o.is_sweep_override():
-            if not multirun:
+    if not multirun:
+        for o in parsed:
+            if o.is_sweep_override():
                 raise BadInput(f"{o.input_line} is a sweep: add -m (--multirun) to run each value")
-            axes.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()])
+        return [list(overrides)]
+    params = [f"{k}={v}" for k, v in (sweeper_params or {}).items()]
+    axes: dict[str, list[str]] = {}
+    for o in parser.parse_overrides(params + list(overrides)):
+        key = o.get_key_element()
+        if not o.is_sweep_override():
+            axes[key] = [f"{key}={o.get_value_element_as_str()}"]
+        elif o.is_discrete_sweep():
+            axes[key] = [f"{key}={v}" for v in o.sweep_string_iterator()]
         else:
-            axes.append([o.input_line])
-    if multirun and sweeper_params:
-        given = {o.key_or_group for o in parsed}
-        for key, values in sweeper_params.items():
-            if key not in given:
-                swept = parser.parse_override(f"{key}={values}")
-                if swept.is_sweep_override():
-                    axes.append([f"{key}={v}" for v in swept.sweep_string_iterator()])
-                else:
-                    axes.append([f"{key}={values}"])
-    first = [axis[0] for axis in axes]
-    jobs = [first]
-    for i, axis in enumerate(axes):
-        for value in axis[1:]:
-            jobs.append([*first[:i], value, *first[i + 1 :]])
-    return jobs
+            raise BadInput(f"{o.input_line}: the basic sweeper takes lists of values, not ranges")
+    return [list(job) for job in itertools.product(*axes.values())]
 
 
-def _unknown_key(message: str, config_dir: str | Path, config_name: str) -> str | None:
+# What preflight needs of Hydra's own section of a job's config.
+_HYDRA_KEYS = ("run.dir", "sweep.dir", "sweeper.params", "launcher._target_")
+
+
+class _Composer:
+    """Composes the jobs of a sweep as plain dicts: Hydra's compose once per combination of
+    config-group choices (and Hydra settings), then each job's plain value overrides applied to a
+    copy (where Hydra would apply them with ``OmegaConf.update``; the schema's types are checked
+    by ``validate`` after). A 225-job study composes 15 times instead of 225. A job whose
+    overrides are not plain values (a delete, an interpolation, an unknown key) is composed by
+    Hydra whole, so Hydra's own errors are the ones seen."""
+
+    def __init__(self, config_dir: Path, config_name: str) -> None:
+        self.config_dir, self.config_name = config_dir, config_name
+        self.parser = OverridesParser.create()
+        self.cache: dict[tuple[str, ...], dict[str, Any]] = {}
+
+    def _is_composed(self, o: Override) -> bool:
+        """A config-group choice, a setting of Hydra's own, or a delete: Hydra composes these."""
+        key = o.key_or_group
+        return (
+            key.startswith(("hydra.", "hydra/"))
+            or (self.config_dir / key).is_dir()
+            or o.is_delete()
+        )
+
+    def _compose(self, overrides: Sequence[str]) -> dict[str, Any]:
+        cfg = compose(self.config_name, overrides=list(overrides), return_hydra_config=True)
+        plain = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+                 for k, v in cfg.items() if k != "hydra"}  # fmt: skip
+        plain["hydra"] = {k: OmegaConf.select(cfg.hydra, k) for k in _HYDRA_KEYS}
+        params = OmegaConf.select(cfg, "hydra.sweeper.params")
+        plain["hydra"]["sweeper.params"] = (
+            OmegaConf.to_container(params, resolve=True) if OmegaConf.is_config(params) else {}
+        )
+        plain["hydra"]["naming"] = OmegaConf.to_container(
+            cfg.hydra.job.config.override_dirname, resolve=True
+        )
+        return plain
+
+    def __call__(self, job: Sequence[str]) -> dict[str, Any]:
+        parsed = self.parser.parse_overrides(list(job))
+        groups = tuple(o.input_line for o in parsed if self._is_composed(o))
+        if groups not in self.cache:
+            self.cache[groups] = self._compose(groups)
+        cfg = copy.deepcopy(self.cache[groups])
+        for o in parsed:
+            if self._is_composed(o):
+                continue
+            value = o.value()
+            parent, _, leaf = o.key_or_group.rpartition(".")
+            node: Any = cfg
+            for part in parent.split(".") if parent else []:
+                node = node.get(part) if isinstance(node, dict) else None
+            adds = o.is_add() or o.is_force_add()
+            plain_value = not (isinstance(value, str) and "${" in value)
+            exists = isinstance(node, dict) and leaf in node
+            if (
+                not isinstance(node, dict)
+                or exists == o.is_add()  # a new key without +, or + on a key that exists
+                or (not exists and not adds)
+                or not plain_value
+            ):
+                cfg = self._compose(job)  # let Hydra compose it, and say what is wrong
+                break
+            node[leaf] = _merged(node.get(leaf), value)
+        naming = cfg["hydra"]["naming"]
+        lines = sorted(
+            o.input_line
+            for o in parsed
+            if o.key_or_group not in set(naming["exclude_keys"])
+            and not o.key_or_group.startswith(("hydra.", "hydra/"))
+        )
+        cfg["hydra"]["override_dirname"] = (
+            naming["item_sep"].join(lines).replace("=", naming["kv_sep"])
+        )
+        return cfg
+
+
+def _merged(old: Any, new: Any) -> Any:
+    """A value override as OmegaConf.update(merge=True) applies it: dicts merge, others replace."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return {**old, **{k: _merged(old.get(k), v) for k, v in new.items()}}
+    return new
+
+
+def job_output_dir(cfg: Mapping[str, Any], multirun: bool) -> Path:
+    """Where Hydra will put this job (its directory name shortened as Hydra's will be)."""
+    if not multirun:
+        return Path(str(cfg["hydra"]["run.dir"]))
+    return Path(str(cfg["hydra"]["sweep.dir"])) / job_dirname(cfg["hydra"]["override_dirname"])
+
+
+def check(
+    argv: Sequence[str],
+    config_dir: str | Path,
+    config_name: str,
+    validate_fn: Callable[[Any], None] = validate,
+    runs: bool = True,
+) -> None:
+    """Compose and check every job ``argv`` asks for; raise BadInput with one line if one is bad.
+
+    ``runs``: the jobs are training runs (train.py): also check their output dirs against what
+    they hold, and the machine. Nothing is written.
+    """
+    if any(a.split("=")[0] in _HYDRA_ONLY for a in argv):
+        return
+    multirun = any(a in _MULTIRUN for a in argv)
+    overrides = [a for a in argv if not a.startswith("-")]
+    config_dir = Path(config_dir).resolve()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+            composer = _Composer(config_dir, config_name)
+            first = composer(sweep_jobs(overrides, multirun)[0])  # -m is checked here
+            params = first["hydra"]["sweeper.params"] if multirun else None
+            if multirun:
+                _check_output_dir(Path(str(first["hydra"]["sweep.dir"])))
+            seen: set[str] = set()
+            identities: dict[str, Any] = {}
+            devices: dict[str, Any] = {}
+            for job in sweep_jobs(overrides, multirun, params):
+                cfg = composer(job)
+                validate_fn(cfg)
+                out = job_output_dir(cfg, multirun)
+                _check_output_dir(out)
+                _once(seen, "data", cfg.get("data"), _check_data)
+                if runs:
+                    _check_machine(cfg, seen, devices)
+                    _check_previous(cfg, out, identities)
+    except MissingConfigException as exc:
+        raise BadInput(_missing_option(exc)) from None
+    except (HydraException, OmegaConfBaseException) as exc:
+        message = (
+            _type_error(exc) or _unknown_key(exc, config_dir, config_name) or _one_line(str(exc))
+        )
+        raise BadInput(message) from None
+    except ConfigError as exc:
+        raise BadInput(str(exc)) from None
+    except Exception as exc:
+        if isinstance(exc, _refusals()):
+            raise BadInput(str(exc)) from None
+        raise
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _refusals() -> tuple[type[Exception], ...]:
+    """Errors that are bad input: bad data, an output dir holding another run."""
+    from initlab.data import DataError
+    from initlab.run import RunMismatch
+
+    return (DataError, RunMismatch)
+
+
+def _once(seen: set[str], kind: str, part: Any, fn: Callable[[Any], None]) -> None:
+    """Run ``fn(part)`` once per distinct ``part`` (the jobs of a sweep share most of theirs)."""
+    key = kind + json.dumps(part, sort_keys=True, default=str)
+    if key not in seen:
+        seen.add(key)
+        fn(part)
+
+
+def _unknown_key(exc: BaseException, config_dir: str | Path, config_name: str) -> str | None:
     """'model.dept=3': say that the key does not exist and which keys its parent has."""
-    found = re.search(r"Could not override '([^']+)'", message)
-    if not found or "To append to your config" not in message:
+    found = re.search(r"Could not override '([^']+)'", str(exc))
+    cause = exc.__cause__ if isinstance(exc, ConfigCompositionException) else exc
+    if found:
+        key = found.group(1)
+    elif type(cause).__name__ in ("ConfigKeyError", "ConfigAttributeError") and getattr(
+        cause, "full_key", None
+    ):
+        key = str(cause.full_key)
+    else:
         return None
-    key = found.group(1)
     parent, _, leaf = key.rpartition(".")
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
@@ -105,28 +295,13 @@ def _unknown_key(message: str, config_dir: str | Path, config_name: str) -> str 
     node = OmegaConf.select(defaults, parent) if parent else defaults
     keys = ", ".join(str(k) for k in node) if OmegaConf.is_dict(node) else ""
     where = f"'{parent}'" if parent else "the config"
-    return f"{key} is not a key of {where} (it has: {keys}); to add a new key use +{key}=..."
+    message = f"{key} is not a key of {where} (it has: {keys})"
+    if parent in FREE_FORM:  # their keys are the init's, optimizer's or Trainer's arguments
+        message += f"; to give another argument of {FREE_FORM[parent]} use +{key}=..."
+    return message
 
 
-def _check_mnist_root(data: Any) -> None:
-    """The MNIST files that are there are intact; if they are missing, they can be fetched."""
-    verify_mnist(data.root)
-    if mnist_present(data.root) or data.fallback:
-        return
-    raw = Path(str(data.root)) / "MNIST" / "raw"
-    if not data.download:
-        raise BadInput(
-            f"MNIST is not in {raw} and data.download=false: put the four files "
-            f"{', '.join(MNIST_FILES)} (or their .gz) there, or set data.root to the folder "
-            "that holds MNIST/raw"
-        )
-    if not _can_create(Path(str(data.root))):
-        raise BadInput(
-            f"MNIST is not in {raw} and data.root={data.root} cannot be written to download it: "
-            "choose a writable data.root, or one that holds MNIST/raw"
-        )
-
-
+# -- output dirs ---------------------------------------------------------------------------------
 def _can_create(path: Path) -> bool:
     probe = path.resolve()
     while not probe.exists():
@@ -138,47 +313,186 @@ def _can_create(path: Path) -> bool:
         return False
 
 
-def _writable_ancestor(path: Path) -> None:
-    """Raise BadInput unless ``path`` exists or could be created (and written to)."""
+def _check_output_dir(path: Path) -> None:
+    """The dir can be created (or exists, writable), and each of its names fits a filesystem."""
+    too_long = long_components(path)
+    if too_long:
+        name = too_long[0]
+        raise BadInput(
+            f"output directory {path} has a name of {len(name.encode())} bytes ({name[:40]}...): "
+            f"a filesystem allows at most {MAX_NAME_BYTES}; choose a shorter hydra.run.dir / "
+            "hydra.sweep.dir"
+        )
     if not _can_create(path):
         raise BadInput(f"output directory {path} cannot be created or written")
 
 
-def check(
-    argv: Sequence[str],
-    config_dir: str | Path,
-    config_name: str,
-    validate_fn: Callable[[Any], None] = validate,
-) -> None:
-    """Compose and validate what ``argv`` asks for; raise BadInput with one line if it is bad."""
-    if any(a.split("=")[0] in _HYDRA_ONLY for a in argv):
+def _check_previous(cfg: Mapping[str, Any], out: Path, identities: dict[str, Any]) -> None:
+    """A dir that holds a run must hold this one (its fingerprint), or the command is refused.
+    ``identities`` caches the dataset identity per data config."""
+    if not ((out / "results.json").exists() or (out / "checkpoints").is_dir()):
         return
-    multirun = any(a in _MULTIRUN for a in argv)
-    overrides = [a for a in argv if not a.startswith("-")]
-    GlobalHydra.instance().clear()
+    task = {k: v for k, v in cfg.items() if k != "hydra"}
+    if task.get("force"):
+        return
+    from initlab import fingerprint as fp
+    from initlab.run import previous_run
+
+    key = json.dumps(task["data"], sort_keys=True, default=str)
+    if key not in identities:
+        identities[key] = _dataset_identity(task["data"], task)
+    identity = identities[key]
+    asked = fp.fingerprint(task, identity)
+    previous_run(out, asked, repair=False, dataset=identity is not None)
+
+
+def _dataset_identity(data: Mapping[str, Any], cfg: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What the run would read, as its data module states it; None when only the run can tell
+    (MNIST absent and to be downloaded)."""
+    from initlab.data import mnist_present
+    from initlab.run import data_module
+
+    if data["name"] == "mnist" and data["download"] and not mnist_present(data["root"]):
+        return None
+    quiet = {**cfg, "data": {**data, "download": False}}
+    with warnings.catch_warnings(), _quiet_logs("initlab.data"):
+        warnings.simplefilter("ignore")
+        dm = data_module(quiet)
+        dm.setup("fit")
+    return dm.identity
+
+
+@contextlib.contextmanager
+def _quiet_logs(*names: str) -> Iterator[None]:
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR + 1)
     try:
-        with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
-            jobs = job_override_lists(overrides, multirun)  # the command line's own values
-            first = compose(config_name, overrides=jobs[0], return_hydra_config=True)
-            params = OmegaConf.select(first, "hydra.sweeper.params") if multirun else None
-            jobs = job_override_lists(overrides, multirun, params)  # and the experiment's grid
-            for job in jobs:
-                cfg = compose(config_name, overrides=job, return_hydra_config=True)
-                out = OmegaConf.select(cfg, "hydra.sweep.dir" if multirun else "hydra.run.dir")
-                validate_fn(cfg)
-                data = cfg.get("data")
-                if data is not None and data.get("name") == "mnist":
-                    _check_mnist_root(data)
-            _writable_ancestor(Path(str(out)))
-    except MissingConfigException as exc:
-        raise BadInput(_missing_option(exc)) from None
-    except (HydraException, OmegaConfBaseException) as exc:
-        message = _unknown_key(str(exc), config_dir, config_name) or _one_line(str(exc))
-        raise BadInput(message) from None
-    except (ConfigError, DataError) as exc:
-        raise BadInput(str(exc)) from None
+        yield
     finally:
-        GlobalHydra.instance().clear()
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+# -- data and machine ----------------------------------------------------------------------------
+def _check_data(data: Any) -> None:
+    """The MNIST files that are there are intact; if they are missing, they can be fetched."""
+    if data is None or data.get("name") != "mnist":
+        return
+    from initlab.data import MNIST_FILES, mnist_present, verify_mnist
+
+    verify_mnist(data["root"])
+    if mnist_present(data["root"]) or data["fallback"]:
+        return
+    raw = Path(str(data["root"])) / "MNIST" / "raw"
+    if not data["download"]:
+        raise BadInput(
+            f"MNIST is not in {raw} and data.download=false: put the four files "
+            f"{', '.join(MNIST_FILES)} (or their .gz) there, or set data.root to the folder "
+            "that holds MNIST/raw"
+        )
+    if not _can_create(Path(str(data["root"]))):
+        raise BadInput(
+            f"MNIST is not in {raw} and data.root={data['root']} cannot be written to download it: "
+            "choose a writable data.root, or one that holds MNIST/raw"
+        )
+
+
+def _check_machine(cfg: Mapping[str, Any], seen: set[str], devices: dict[str, Any]) -> None:
+    """torch builds the optimizer, Lightning the Trainer, and the model fits the device (each
+    once per distinct setting in a sweep; ``devices``: trainer settings -> the device chosen)."""
+    _once(seen, "optimizer", cfg["optimizer"], _check_optimizer)
+    if _runs_elsewhere(cfg):
+        return  # the nodes' devices and memory are the scheduler's to check
+    key = json.dumps(cfg["trainer"], sort_keys=True, default=str)
+    if key not in devices:
+        devices[key] = _check_trainer(cfg["trainer"])
+    device = devices[key]
+    need = {k: cfg[k] for k in ("model", "norm")}
+    need["batch"] = [cfg["data"]["batch_size"], cfg["data"]["eval_batch_size"], str(device)]
+    _once(seen, "memory", need, lambda _: _check_memory(cfg, device))
+
+
+def _runs_elsewhere(cfg: Mapping[str, Any]) -> bool:
+    """Jobs that run on a cluster's nodes, whose devices this machine cannot see."""
+    target = str(cfg["hydra"].get("launcher._target_") or "").lower()
+    return "slurm" in target and "local" not in target
+
+
+def _check_optimizer(settings: Mapping[str, Any]) -> None:
+    import torch
+    from hydra.utils import instantiate
+
+    try:
+        instantiate(dict(settings))([torch.nn.Parameter(torch.zeros(1))])
+    except Exception as exc:
+        raise BadInput(
+            f"optimizer: torch refuses {dict(settings)}: {_one_line(str(exc))}"
+        ) from None
+
+
+def _check_trainer(settings: Mapping[str, Any]) -> Any:
+    """The device a Trainer with these settings trains on, as Lightning builds it."""
+    import lightning as L
+
+    quiet = _quiet_logs("lightning", "lightning.pytorch", "lightning.fabric")
+    try:
+        with quiet, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer = L.Trainer(
+                **settings, logger=False, enable_checkpointing=False, enable_progress_bar=False
+            )
+    except Exception as exc:
+        why = f"Lightning refuses these settings: {_one_line(str(exc))}"
+        raise BadInput(f"trainer={dict(settings)}: {why}") from None
+    return trainer.strategy.root_device
+
+
+def _check_memory(cfg: Mapping[str, Any], device: Any) -> None:
+    """Refuse a model whose training would not fit in the device's memory (an estimate)."""
+    from initlab.mlp import resolve_hidden_sizes, training_memory
+
+    m, data = cfg["model"], cfg["data"]
+    hidden = resolve_hidden_sizes(m["depth"], m["width"], m["hidden_sizes"])
+    need, params = training_memory(
+        m["input_size"], hidden, m["num_classes"], data["batch_size"], data["eval_batch_size"],
+        cfg["norm"]["name"],
+    )  # fmt: skip
+    have = available_memory(device)
+    if have is not None and need > have:
+        raise BadInput(
+            f"the model needs about {need / 2**30:.1f} GiB to train ({params:,} parameters, "
+            f"hidden widths {_widths(hidden)}, batch {data['batch_size']}) but {device} has "
+            f"{have / 2**30:.1f} GiB available: choose a smaller model.width / model.depth / "
+            "model.hidden_sizes or data.batch_size"
+        )
+
+
+def _widths(hidden: Sequence[int]) -> str:
+    text = "-".join(map(str, hidden[:6]))
+    return text + (f"-... ({len(hidden)} layers)" if len(hidden) > 6 else "")
+
+
+def available_memory(device: Any) -> int | None:
+    """Bytes free on ``device``: a GPU's free memory, or the host's available RAM (None when it
+    cannot be told)."""
+    import torch
+
+    if getattr(device, "type", str(device)) == "cuda":
+        with contextlib.suppress(Exception):
+            return int(torch.cuda.mem_get_info(device)[0])
+        return None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return None
 
 
 def preflight(
@@ -186,10 +500,11 @@ def preflight(
     config_dir: str | Path,
     config_name: str,
     validate_fn: Callable[[Any], None] = validate,
+    runs: bool = True,
 ) -> None:
     """``check``, then on bad input: the one line on stderr and exit status 2."""
     try:
-        check(argv, config_dir, config_name, validate_fn)
+        check(argv, config_dir, config_name, validate_fn, runs)
     except BadInput as exc:
         print(f"initlab: error: {exc}", file=sys.stderr)
         sys.exit(2)

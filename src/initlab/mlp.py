@@ -8,9 +8,11 @@ into a weight that the parametrization recomputes from (g, v), so the init would
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
+import torch
 from torch import nn
 from torch.nn.utils import parametrizations
 
@@ -23,6 +25,14 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "linear": nn.Identity,
 }
 NORMS = ("none", "batchnorm", "layernorm", "weightnorm")
+
+
+def min_train_batch(norm: str) -> int:
+    """The fewest samples a training batch may have: batch norm's statistics need two (one
+    sample has no variance: BatchNorm1d raises on it)."""
+    return 2 if norm == "batchnorm" else 1
+
+
 TUTORIAL_HIDDEN_SIZES = (512, 256)
 
 
@@ -90,22 +100,51 @@ def build_mlp(
 def register_weight_norm(net: nn.Module, init_name: str | None = None) -> None:
     """w = g * v / ||v|| per output unit, starting from the current weights (so w is unchanged).
 
-    A weight row of all zeros has no direction (0/0 = NaN): refuse rather than train on NaN.
-    That is init=zero (or constant with value 0); constant with value c != 0 has rows of norm
-    |c| sqrt(fan_in), so it registers fine, and its units stay identical, as without weight norm.
+    A row of all zeros (init=zero, or constant with value 0) has no direction, and torch's own
+    registration would divide 0 by 0. It is registered as g = 0 with v the constant direction
+    1/sqrt(fan_in): w stays exactly 0, and every such row has the same v, so the zero init's
+    symmetry is kept and training moves what it moves without weight norm (d/dv is g/||v|| (...)
+    = 0, and dL/dg = v . dL/dw = 0 while the layers downstream are zero). ``init_name`` is kept
+    for the caller's messages.
     """
-    for name, layer in net.named_modules():
+    del init_name
+    for layer in net.modules():
         if not isinstance(layer, nn.Linear):
             continue
-        zero_rows = int((layer.weight.detach().norm(dim=1) == 0).sum())
-        if zero_rows:
-            combination = f"init={init_name} with " if init_name else ""
-            raise ValueError(
-                f"{combination}norm=weightnorm needs nonzero weight rows, but layer {name!r} has "
-                f"{zero_rows} all-zero rows (direction v/||v|| = 0/0 = NaN): use an init with "
-                "nonzero rows (a random init, or constant with init.value != 0)"
-            )
+        zero_rows = layer.weight.detach().norm(dim=1) == 0
         parametrizations.weight_norm(layer, name="weight", dim=0)
+        if bool(zero_rows.any()):
+            weight = layer.parametrizations.weight
+            with torch.no_grad():
+                g, v = weight.original0, weight.original1
+                g[zero_rows] = 0.0
+                v[zero_rows] = 1.0 / math.sqrt(v.shape[1])
+
+
+def training_memory(
+    input_size: int,
+    hidden_sizes: Sequence[int],
+    num_classes: int,
+    batch_size: int,
+    eval_batch_size: int,
+    norm: str = "none",
+    dataset_values: int = 70000 * 784,
+) -> tuple[int, int]:
+    """(bytes, parameters): an estimate, in float32, of the memory one run needs on its device.
+
+    Parameters four times (weights, gradients, the momentum buffer, a checkpoint's copy), the
+    activations of a training batch six times per unit (pre-activation, norm, activation and
+    their gradients), an evaluation batch's activations, and the dataset held on the device.
+    Meant to refuse a model that cannot fit (a typo in a width), not to plan to the last byte.
+    """
+    widths = [input_size, *hidden_sizes, num_classes]
+    params = sum(a * b + b for a, b in zip(widths, widths[1:], strict=False))
+    if norm in ("batchnorm", "layernorm"):
+        params += 2 * sum(hidden_sizes)
+    elif norm == "weightnorm":
+        params += sum(widths[1:])
+    activations = 6 * batch_size * sum(widths) + 3 * eval_batch_size * max(widths)
+    return 4 * (4 * params + activations + dataset_values), params
 
 
 def linear_layers(net: nn.Module) -> list[tuple[str, nn.Linear]]:

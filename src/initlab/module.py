@@ -50,13 +50,15 @@ class Classifier(L.LightningModule):
     def __init__(
         self,
         net: nn.Module,
-        optimizer: OptimizerFactory,
+        optimizer: torch.optim.Optimizer | OptimizerFactory,
         num_classes: int = 10,
         log_every_n_steps: int = 50,
+        fingerprint: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.net = net
         self.make_optimizer = optimizer
+        self.fingerprint = fingerprint  # saved in every checkpoint: a resume compares it
         self.log_every_n_steps = log_every_n_steps
         self.automatic_optimization = False
         # [loss sum, correct, samples] over the epoch, then [loss sum, samples] since the last
@@ -80,6 +82,7 @@ class Classifier(L.LightningModule):
             "epoch_train": self.epoch_train,
             "diverged_at_step": self.diverged_at_step,
             "elapsed_s": time.perf_counter() - self._fit_t0,
+            "fingerprint": self.fingerprint,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -93,6 +96,9 @@ class Classifier(L.LightningModule):
         return self.net(x)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
+        """The optimizer given (built over ``net``'s parameters), or the factory's over ours."""
+        if isinstance(self.make_optimizer, torch.optim.Optimizer):
+            return self.make_optimizer
         return self.make_optimizer(self.parameters())
 
     # -- training --------------------------------------------------------------------------

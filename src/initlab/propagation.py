@@ -45,16 +45,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from initlab.config import ConfigError
-from initlab.data import DATASET_NAMES, MNISTDataModule
-from initlab.inits import INITS, activation_gain, apply_init
-from initlab.mlp import ACTIVATIONS, NORMS, build_mlp, resolve_hidden_sizes
+from initlab.config import ConfigError, validate_propagate
+from initlab.data import MNISTDataModule
+from initlab.inits import activation_gain, apply_init
+from initlab.mlp import ACTIVATIONS, build_mlp, resolve_hidden_sizes
 
 PROPAGATION_FILE = "propagation.json"
 PLOT_FILE = "propagation.png"
 SWEEP_PLOT_FILE = "propagation_sweep.png"
 SCHEMA_VERSION = 1
-INPUT_KINDS = ("mnist", "gaussian")
 QUADRATURE_POINTS = 121
 OUTPUT_MC_SAMPLES = 200_000
 NORM_EPS = 1e-5  # BatchNorm1d / LayerNorm default eps
@@ -491,46 +490,10 @@ def training_split(data: Mapping[str, Any], seed: int = 0) -> tuple[Tensor, Tens
 
 
 def validate(cfg: Mapping[str, Any]) -> None:
-    """Raise ConfigError (one line: field, value, what is allowed) for a bad propagate config."""
-
-    def positive(key: str, v: Any, optional: bool = False) -> None:
-        if optional and v is None:
-            return
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise ConfigError(f"{key}={v!r} must be a positive integer")
-
-    p = cfg.get("propagate") or {}
-    if p.get("inputs") not in INPUT_KINDS:
-        raise ConfigError(f"propagate.inputs={p.get('inputs')!r} is not one of: mnist, gaussian")
-    positive("propagate.n_inputs", p.get("n_inputs"))
-    positive("propagate.seeds", p.get("seeds"))
-    if p["seeds"] < 2:
-        raise ConfigError(f"propagate.seeds={p['seeds']} must be at least 2 (for the spread)")
-    checks = [
-        ("init.name", cfg["init"].get("name"), sorted(INITS)),
-        ("norm.name", cfg["norm"].get("name"), NORMS),
-        ("model.activation", cfg["model"].get("activation"), list(ACTIVATIONS)),
-        ("data.name", cfg["data"].get("name"), DATASET_NAMES),
-    ]
-    for key, v, allowed in checks:
-        if v not in allowed:
-            raise ConfigError(f"{key}={v!r} is not one of: {', '.join(map(str, allowed))}")
-    if isinstance(cfg.get("seed"), bool) or not isinstance(cfg.get("seed"), int):
-        raise ConfigError(f"seed={cfg.get('seed')!r} must be an integer")
-    model = cfg["model"]
-    for key in ("input_size", "num_classes"):
-        positive(f"model.{key}", model.get(key))
-    for key in ("depth", "width"):
-        positive(f"model.{key}", model.get(key), optional=True)
-    sizes = model.get("hidden_sizes")
-    if sizes is not None and (
-        isinstance(sizes, (str, bytes))
-        or not len(sizes)
-        or not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in sizes)
-    ):
-        raise ConfigError(f"model.hidden_sizes={sizes!r} must be a non-empty list of positive ints")
-    if sizes is not None and model.get("width") is not None:
-        raise ConfigError("model.hidden_sizes and model.width are both set: give one of them")
+    """Raise ConfigError (one line: field, value, what is allowed) for a bad propagate config:
+    the schema's checks (``initlab.config.validate_propagate``), the same as train.py's for the
+    groups they share."""
+    validate_propagate(cfg)
 
 
 def run_propagation(cfg: Mapping[str, Any]) -> dict[str, Any]:

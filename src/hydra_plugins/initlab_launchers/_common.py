@@ -2,17 +2,18 @@
 
 A *lost* job is one that produced no JobReturn: its worker process died (killed, segfault, out of
 memory) or its SLURM job ended without a result (cancelled, killed, node failure, timed out too
-often). It is recorded like a job that raised inside train.py: a results.json with status "failed"
-and the error (unless the job already wrote a final one), and a COMPLETED JobReturn whose value is
-None, so that the sweep goes on and ends with its tally. (A FAILED JobReturn would make Hydra's
-sweeper raise after the batch, skipping the end-of-sweep callbacks: no tally, no report.)
+often). It is recorded by the function that records a run that raised inside train.py
+(``initlab.run.record_failure``): a results.json with status "failed", the error and
+``recorded_by: launcher`` (unless the job already wrote a final one), and a COMPLETED JobReturn
+whose value is None, so that the sweep goes on and ends with its tally. (A FAILED JobReturn would
+make Hydra's sweeper raise after the batch, skipping the end-of-sweep callbacks: no tally, no
+report.)
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import logging
 import math
 import os
@@ -209,19 +210,17 @@ def record_lost_job(
         with read_write(task_cfg), open_dict(task_cfg):
             del task_cfg["hydra"]
         ret.cfg = task_cfg
-        path = out / "results.json"
-        status = None
-        if path.is_file():
-            try:
-                status = json.loads(path.read_text()).get("status")
-            except (OSError, ValueError):
-                status = None
+        from initlab.results import RESULTS_FILE, classify
+        from initlab.run import record_failure
+
+        path = out / RESULTS_FILE
+        status = classify(path)[0]
         if status in ("ok", "diverged", "failed"):
             log.error(
                 "job #%d lost (%s); it had already written %s: %s", job_num, error, status, path
             )
             return ret
-        _write_failed(path, task_cfg, error)
+        record_failure(out, _plain(task_cfg), error, recorded_by="launcher")
         log.error("job #%d lost: %s; recorded as failed in %s", job_num, error, path)
     except Exception:
         log.exception("job #%d lost (%s), and its failure could not be recorded", job_num, error)
@@ -230,27 +229,9 @@ def record_lost_job(
     return ret
 
 
-def _write_failed(path: Path, task_cfg: DictConfig, error: str) -> None:
-    """A results.json shaped like the one initlab.run.run writes for a run that raised."""
-    from initlab.results import SCHEMA_VERSION, write_json_atomic
-
+def _plain(task_cfg: DictConfig) -> Any:
+    """The job's config as plain data (unresolved where an interpolation fails)."""
     try:
-        cfg = OmegaConf.to_container(task_cfg, resolve=True)
+        return OmegaConf.to_container(task_cfg, resolve=True)
     except Exception:
-        cfg = OmegaConf.to_container(task_cfg, resolve=False)
-    try:
-        from initlab.run import describe
-
-        record = describe(cfg)
-    except Exception:  # an invalid config: keep what can be said
-        record = {"schema_version": SCHEMA_VERSION}
-    record.update(
-        status="failed",
-        error=error,
-        output_dir=str(path.parent),
-        dataset=None,
-        timing={"wall_s": None},
-        recorded_by="launcher",  # the job itself could not write it
-        config=cfg,
-    )
-    write_json_atomic(path, record)
+        return OmegaConf.to_container(task_cfg, resolve=False)

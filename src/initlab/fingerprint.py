@@ -1,0 +1,108 @@
+"""A run's fingerprint: everything that determines its result, compared before a run dir is reused.
+
+Re-running a command in an existing output dir skips a finished run and resumes an unfinished
+one. That is only true to the record if the run there is the run asked for: the same settings
+(the composed config minus bookkeeping, by the roles declared in :mod:`initlab.config`) and the
+same data (the dataset's identity as the loader states it: name, split sizes and the checksums of
+the files it read; never the path, which may change while the files do not).
+
+The checkpoint stores the whole fingerprint (``fingerprint()``); results.json stores its hash
+beside the run's ``config`` and ``dataset``, from which the same fingerprint is rebuilt
+(``of_record``). ``differences`` lists what differs; ``EXTEND`` keys (``trainer.max_epochs``) may
+differ when a run is extended, everything else may not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from initlab.config import BOOKKEEPING, EXTEND, REPORT, role
+
+FINGERPRINT_VERSION = 1
+
+
+def _flatten(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in obj.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and v:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def determining(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The config keys (dotted) that determine the result, with their values."""
+    flat = _flatten({k: v for k, v in cfg.items() if k != "hydra"})
+    return {k: v for k, v in sorted(flat.items()) if role(k) not in (BOOKKEEPING, REPORT)}
+
+
+def _sha256(config: Mapping[str, Any], dataset: Mapping[str, Any] | None) -> str:
+    text = json.dumps(
+        {"version": FINGERPRINT_VERSION, "config": config, "dataset": dataset},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def fingerprint(cfg: Mapping[str, Any], dataset: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``{"sha256", "config", "dataset"}`` of a plain config and the data module's identity."""
+    config = determining(cfg)
+    dataset = dict(dataset) if dataset is not None else None
+    return {"sha256": _sha256(config, dataset), "config": config, "dataset": dataset}
+
+
+def of_record(record: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The fingerprint of a results.json record, rebuilt from its ``config`` and ``dataset``;
+    None when the record has none (written by an initlab before fingerprints)."""
+    sha, cfg = record.get("fingerprint"), record.get("config")
+    if not isinstance(sha, str) or not isinstance(cfg, Mapping):
+        return None
+    return {"sha256": sha, "config": determining(cfg), "dataset": record.get("dataset")}
+
+
+def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``{key: (old value, new value)}`` for every config key and dataset field that differs."""
+    out: dict[str, tuple[Any, Any]] = {}
+    a, b = old.get("config") or {}, new.get("config") or {}
+    for key in sorted(set(a) | set(b)):
+        if a.get(key, "<absent>") != b.get(key, "<absent>"):
+            out[key] = (a.get(key, "<absent>"), b.get(key, "<absent>"))
+    da = _flatten(old.get("dataset") or {}, "dataset.")
+    db = _flatten(new.get("dataset") or {}, "dataset.")
+    # the dataset's name and sizes first: they say more than a file's checksum
+    for key in sorted(set(da) | set(db), key=lambda k: (k.startswith("dataset.files."), k)):
+        if da.get(key, "<absent>") != db.get(key, "<absent>"):
+            out[key] = (da.get(key, "<absent>"), db.get(key, "<absent>"))
+    if not out and old.get("sha256") != new.get("sha256"):
+        out["fingerprint"] = (old.get("sha256"), new.get("sha256"))  # another initlab version
+    return out
+
+
+def extension_only(diff: Mapping[str, tuple[Any, Any]]) -> bool:
+    """Whether every difference is a budget (``trainer.max_epochs``, ...) that grew."""
+    return bool(diff) and all(
+        role(k) == EXTEND and _grows(old, new) for k, (old, new) in diff.items()
+    )
+
+
+def _grows(old: Any, new: Any) -> bool:
+    if not isinstance(old, int) or not isinstance(new, int):
+        return False
+    if new == -1:  # no limit
+        return True
+    return old != -1 and new > old
+
+
+def describe(diff: Mapping[str, tuple[Any, Any]], limit: int = 4) -> str:
+    """``optimizer.lr 0.01 in the run, 0.5 now; ...`` for a one-line message."""
+    items = [f"{k} {old!r} in the run, {new!r} now" for k, (old, new) in diff.items()]
+    text = "; ".join(items[:limit])
+    if len(items) > limit:
+        text += f"; and {len(items) - limit} more"
+    return text

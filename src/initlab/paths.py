@@ -1,0 +1,31 @@
+"""Output paths: job directory names that every filesystem accepts.
+
+A sweep names each job's directory after its overrides (``init=he,norm=batchnorm``). A long
+override (``model.hidden_sizes=[...]`` with many layers) makes a name longer than the 255 bytes a
+path component may have, and the job could not even be created. ``job_dirname`` keeps short names
+as they are and shortens long ones deterministically, with a hash of the whole name, so that a
+rerun finds the same directory; the full overrides stay in the job's ``.hydra/overrides.yaml``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+MAX_NAME_BYTES = 255  # a path component on Linux, macOS and Windows filesystems
+
+
+def job_dirname(name: str, max_bytes: int = MAX_NAME_BYTES) -> str:
+    """``name`` if it fits in ``max_bytes`` bytes (UTF-8), else its head and a hash of it all."""
+    raw = name.encode("utf-8")
+    if len(raw) <= max_bytes:
+        return name
+    digest = hashlib.sha256(raw).hexdigest()[:16]
+    suffix = f"...{digest}"
+    head = raw[: max_bytes - len(suffix)].decode("utf-8", errors="ignore")
+    return head + suffix
+
+
+def long_components(path: str | Path, max_bytes: int = MAX_NAME_BYTES) -> list[str]:
+    """The components of ``path`` longer than ``max_bytes`` bytes (none: every one is fine)."""
+    return [p for p in Path(path).parts if len(p.encode("utf-8")) > max_bytes]
