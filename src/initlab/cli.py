@@ -167,15 +167,13 @@ class _Composer:
             node: Any = cfg
             for part in parent.split(".") if parent else []:
                 node = node.get(part) if isinstance(node, dict) else None
-            adds = o.is_add() or o.is_force_add()
-            plain_value = not (isinstance(value, str) and "${" in value)
-            exists = isinstance(node, dict) and leaf in node
-            if (
-                not isinstance(node, dict)
-                or exists == o.is_add()  # a new key without +, or + on a key that exists
-                or (not exists and not adds)
-                or not plain_value
-            ):
+            # Hydra's rules: a key must exist to be set, must not to be added with +, and ++
+            # sets either way; an interpolation needs OmegaConf
+            if isinstance(node, dict) and leaf in node:
+                applies = not o.is_add()
+            else:
+                applies = isinstance(node, dict) and (o.is_add() or o.is_force_add())
+            if not applies or (isinstance(value, str) and "${" in value):
                 cfg = self._compose(job)  # let Hydra compose it, and say what is wrong
                 break
             node[leaf] = _merged(node.get(leaf), value)
@@ -238,7 +236,8 @@ def check(
                 cfg = composer(job)
                 validate_fn(cfg)
                 out = job_output_dir(cfg, multirun)
-                _check_output_dir(out)
+                # a job's dir is made in the sweep dir (checked above): only its name may fail
+                _check_output_dir(out, creatable=not multirun)
                 _once(seen, "data", cfg.get("data"), _check_data)
                 if runs:
                     _check_machine(cfg, seen, devices)
@@ -313,8 +312,9 @@ def _can_create(path: Path) -> bool:
         return False
 
 
-def _check_output_dir(path: Path) -> None:
-    """The dir can be created (or exists, writable), and each of its names fits a filesystem."""
+def _check_output_dir(path: Path, creatable: bool = True) -> None:
+    """Each of the dir's names fits a filesystem, and (``creatable``) it can be created or
+    exists, writable."""
     too_long = long_components(path)
     if too_long:
         name = too_long[0]
@@ -323,7 +323,7 @@ def _check_output_dir(path: Path) -> None:
             f"a filesystem allows at most {MAX_NAME_BYTES}; choose a shorter hydra.run.dir / "
             "hydra.sweep.dir"
         )
-    if not _can_create(path):
+    if creatable and not _can_create(path):
         raise BadInput(f"output directory {path} cannot be created or written")
 
 

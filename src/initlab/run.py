@@ -230,8 +230,9 @@ def run(
         limit = trainer_kwargs.pop("limit_train_batches", None)
         datamodule = data_module(cfg, limit)
         datamodule.setup("fit")
-        record["dataset"] = datamodule.identity
-        asked = fp.fingerprint(cfg, datamodule.identity)
+        record["dataset"] = datamodule.identity  # what was read, as the loader states it
+        record["batch_size"] = datamodule.batch_size
+        asked = fp.fingerprint(cfg, record["dataset"])
         record["fingerprint"] = asked["sha256"]
         if cfg.get("force"):
             _clear_previous(out)
@@ -244,7 +245,7 @@ def run(
         if resume is not None:
             what = "extending the run" if previous.action == "extend" else "resuming"
             log.info("%s from %s", what, resume)
-        L.seed_everything(cfg["seed"], workers=True, verbose=False)
+        record["seed"] = L.seed_everything(cfg["seed"], workers=True, verbose=False)
         m = cfg["model"]
         net = build_mlp(
             m["input_size"],
@@ -305,6 +306,7 @@ def run(
             default_root_dir=out,
             enable_progress_bar=progress_bar,
         )
+        record["max_epochs"] = trainer.max_epochs
         if logger is not None:
             logger.log_hyperparams(hparams(record), {"hp/val_acc": 0.0, "hp/test_acc": 0.0})
         try:
@@ -455,34 +457,31 @@ def previous_run(
             return fp.differences(stored, asked)
         return fp.differences({**stored, "dataset": None}, {**asked, "dataset": None})
 
-    def resumable(path: Path, diff: Mapping[str, Any]) -> bool:
-        budget_only = all(role(k) == EXTEND for k in diff)
-        return budget_only and _within_budget(path, asked["config"])
-
     if category in ("ok", "diverged"):
         diff = diff_from(fp.of_record(record), f"a finished run ({record['status']})")
         if not diff:
             return Previous("skip", record)
-        if record["status"] == "ok" and fp.extension_only(diff):
-            path = _usable_checkpoint(out, repair)
-            if path is not None:
-                last = diff_from(_checkpoint_fingerprint(path), f"a checkpoint ({path.name})")
-                if resumable(path, last):
-                    return Previous("extend", record, path)
+        if not (record["status"] == "ok" and fp.extension_only(diff)):
             raise RunMismatch(
-                f"{out} holds a finished run that cannot be extended ({fp.describe(diff)}) "
-                f"without its checkpoint: {_HOW}"
+                f"{out} holds a finished run ({record['status']}) of another configuration "
+                f"({fp.describe(diff)}): {_HOW}"
             )
-        raise RunMismatch(
-            f"{out} holds a finished run ({record['status']}) of another configuration "
-            f"({fp.describe(diff)}): {_HOW}"
-        )
+        action = "extend"  # a larger budget: from its last checkpoint
+    else:
+        action = "resume"
     path = _usable_checkpoint(out, repair)
-    if path is None:
+    if path is None and action == "resume":
         return Previous("fresh", record)
-    diff = diff_from(_checkpoint_fingerprint(path), f"a checkpoint ({path.name})")
-    if resumable(path, diff):
-        return Previous("resume", record, path)
+    if path is not None:
+        stored, trained = _checkpoint_state(path)
+        diff = diff_from(stored, f"a checkpoint ({path.name})")
+        if all(role(k) == EXTEND for k in diff) and _within_budget(trained, asked["config"]):
+            return Previous(action, record, path)
+    if action == "extend":
+        raise RunMismatch(
+            f"{out} holds a finished run that cannot be extended ({fp.describe(diff)}) "
+            f"without its checkpoint: {_HOW}"
+        )
     raise RunMismatch(
         f"{out} holds an unfinished run of another configuration "
         f"({fp.describe(diff) or 'it has trained past the budget asked for'}): {_HOW}"
@@ -507,20 +506,23 @@ def _usable_checkpoint(out: Path, repair: bool) -> Path | None:
     return None
 
 
-def _checkpoint_fingerprint(path: Path) -> dict[str, Any] | None:
+def _checkpoint_state(path: Path) -> tuple[dict[str, Any] | None, dict[str, int]]:
+    """A checkpoint's fingerprint (None without one) and how far it trained (epoch, step)."""
     state = torch.load(path, map_location="cpu", weights_only=False)
-    found = state.get("initlab", {}).get("fingerprint") if isinstance(state, dict) else None
-    return found if isinstance(found, dict) else None
+    if not isinstance(state, dict):
+        return None, {"epoch": 0, "global_step": 0}
+    found = state.get("initlab", {}).get("fingerprint")
+    trained = {k: int(state.get(k, 0)) for k in ("epoch", "global_step")}
+    return (found if isinstance(found, dict) else None), trained
 
 
-def _within_budget(path: Path, config: Mapping[str, Any]) -> bool:
-    """Whether the checkpoint has trained no more than the budget asked for (a resume can
-    change the budget, but not undo training)."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
+def _within_budget(trained: Mapping[str, int], config: Mapping[str, Any]) -> bool:
+    """Whether a checkpoint that ``trained`` this far is within the budget asked for (a resume
+    can change the budget, but not undo training)."""
     max_epochs = config.get("trainer.max_epochs")
     max_steps = config.get("trainer.max_steps", -1)
-    epochs_ok = max_epochs is None or state.get("epoch", 0) + 1 <= max_epochs
-    steps_ok = max_steps in (None, -1) or state.get("global_step", 0) <= max_steps
+    epochs_ok = max_epochs is None or trained["epoch"] + 1 <= max_epochs
+    steps_ok = max_steps in (None, -1) or trained["global_step"] <= max_steps
     return epochs_ok and steps_ok
 
 
