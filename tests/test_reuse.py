@@ -241,3 +241,13 @@ def test_the_optimizer_in_results_json_is_the_one_built(tmp_path):
                             weight_decay=0.001)  # fmt: skip
     expected = {k: v for k, v in built.defaults.items()}
     assert record["optimizer"] == {"name": "sgd", **expected}
+
+
+def test_an_unfinished_run_cannot_resume_under_a_budget_it_has_trained_past(tmp_path):
+    _run(tmp_path, "trainer.max_epochs=2")
+    (tmp_path / "results.json").unlink()  # killed after its last checkpoint (epoch 2)
+    before = _files(tmp_path)
+    with pytest.raises(RunMismatch, match="unfinished run .*trainer.max_epochs 2 in the run, 1"):
+        _run(tmp_path, "trainer.max_epochs=1")
+    assert _files(tmp_path) == before
+    assert _run(tmp_path, "trainer.max_epochs=3")["max_epochs"] == 3  # a larger one resumes
