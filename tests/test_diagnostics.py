@@ -17,7 +17,16 @@ from initlab.run import run
 from .conftest import FAST, compose_train
 
 SGD = partial(torch.optim.SGD, lr=0.01, momentum=0.5)
-PER_HIDDEN = ["act_mean", "act_std", "preact_q", "dead_fraction", "weight_norm", "grad_norm"]
+PER_HIDDEN = [
+    "act_mean",
+    "act_std",
+    "preact_q",
+    "dead_fraction",
+    "weight_norm",
+    "grad_norm",
+    "grad_preact_q",
+    "grad_preact_ratio",
+]
 
 
 def test_distinct_units_counts_equal_rows_once():
@@ -109,3 +118,33 @@ def test_dead_fraction_at_init(tmp_path, bias, low, high):
     run(compose_train([*FAST, "init=he", f"init.bias={bias}"]), tmp_path, SGD)
     step0 = _events(tmp_path / "tensorboard").Scalars("fc2/dead_fraction")[0]
     assert step0.step == 0 and low <= step0.value <= high
+
+
+@pytest.mark.parametrize(
+    ("init", "check"),
+    [
+        # U[-1/sqrt(n), 1/sqrt(n)] with zero biases: Glorot & Bengio's "standard" init
+        (["init=default", "init.bias=0.0"], lambda ratio: ratio < 3 / 81),
+        (["init=xavier"], lambda ratio: ratio > 1 / 48),
+    ],
+    ids=["standard", "xavier"],
+)
+def test_backpropagated_gradient_vanishes_for_standard_init_not_xavier(tmp_path, init, check):
+    """Glorot & Bengio (2010) Fig. 7, read back from the event files: tanh, depth 5, width 256.
+    Backward, E[delta^2] changes by n_(l+1) v E[tanh'(h_l)^2] per layer (gradient independence).
+    The standard init has n v = 1/3 and E[tanh'^2] <= 1, so fc1/fc5 <= (1/3)^4 = 1/81; Xavier
+    has n v = 1 on the square layers and E[tanh'^2] >= ~1/2 at its q, so fc1/fc5 >= 1/16. The
+    approximation errs by well under a factor 3, the margin both bounds allow."""
+    overrides = [*FAST, "model.activation=tanh", "model.depth=5", "model.width=256", *init]
+    record = run(compose_train(overrides), tmp_path, SGD)
+    ea = _events(tmp_path / "tensorboard")
+    ratios = {n: ea.Scalars(f"fc{n}/grad_preact_ratio")[0] for n in range(1, 6)}
+    assert {r.step for r in ratios.values()} == {0} and ratios[5].value == pytest.approx(1.0)
+    assert check(ratios[1].value)
+    assert all(ratios[n].value < ratios[n + 1].value for n in range(1, 5))  # monotone toward fc5
+    first = record["layer_profile"]["first"]  # the same numbers, in results.json
+    assert first["step"] == 0 and first["layers"] == [f"fc{n}" for n in range(1, 6)]
+    grads = first["grad_preact_q"]
+    assert grads[0] / grads[-1] == pytest.approx(ratios[1].value, rel=1e-5)
+    # the last step's (a measured step is numbered before its update; history after it)
+    assert record["layer_profile"]["last"]["step"] == record["history"][-1]["step"] - 1

@@ -2,8 +2,11 @@
 
 ``LayerDiagnostics`` is a Lightning callback in the spirit of fastai's ActivationStats and mup's
 coord_check: forward hooks on each hidden activation record, every ``every_n_steps`` steps, the
-activation statistics, dead units, weight and gradient norms and the relative update size. Hooks
-are attached only for the steps that are measured, so the other steps pay nothing.
+activation statistics, dead units, weight and gradient norms and the relative update size, and a
+tensor hook on each hidden Linear's output records the back-propagated gradient dL/dh_l: Glorot &
+Bengio (2010) saw vanishing in that gradient (their Fig. 7), not in the weight gradients, which
+stay flat across depth (their Fig. 8). Hooks are attached only for the steps that are measured, so
+the other steps pay nothing.
 """
 
 from __future__ import annotations
@@ -103,10 +106,16 @@ class LayerDiagnostics(Callback):
 
     Every ``every_n_steps`` steps: for each hidden layer the activation mean and std, the
     pre-activation second moment q, the dead-unit fraction (units whose output is 0 for every input
-    of the batch), and for every Linear the weight norm, gradient norm and update-to-weight ratio
-    ||dW|| / ||W||. At step 0 and at each epoch's last step: the number of distinct units per
-    hidden layer (1 means the layer is symmetric: zero or constant init) and, if ``histograms``,
-    histograms of weights, pre-activations and gradients (also every ``histogram_every_n_steps``).
+    of the batch), the back-propagated gradient's second moment ``grad_preact_q`` = E[(B dL/dh_l)^2]
+    at the Linear's output (per example: B times the batch-mean loss's gradient, as
+    ``scripts/propagate.py``'s ``grad_q``) and its ratio to the last hidden layer's
+    (``grad_preact_ratio``: below 1 toward the input when the gradient vanishes), and for every
+    Linear the weight norm, gradient norm and update-to-weight ratio ||dW|| / ||W||. ``profile``
+    keeps the per-layer q and grad_preact_q of step 0 and of the last measured step (what
+    results.json records as ``layer_profile``). At step 0 and at each epoch's last step: the
+    number of distinct units per hidden layer (1 means the layer is symmetric: zero or constant
+    init) and, if ``histograms``, histograms of weights, pre-activations and gradients (also every
+    ``histogram_every_n_steps``).
 
     A training batch may be a block of several optimizer steps, so the callback follows steps,
     not batches: a measured step's forward is hooked from the end of the step before (or the
@@ -132,6 +141,8 @@ class LayerDiagnostics(Callback):
         self._block_end = 0  # global step after this block's last step
         self._last_block = False  # the epoch's last block
         self._pending: dict[str, Any] | None = None  # a measured step waiting for its update
+        self._grads: dict[str, Tensor] = {}  # E[(B dL/dh)^2] of each hidden Linear, this step
+        self.profile: dict[str, dict[str, Any]] = {}  # "first" / "last": a step's layer profile
 
     # -- which steps ----------------------------------------------------------------------
     def plan(self, step: int, epoch_end: bool) -> dict[str, bool]:
@@ -150,8 +161,10 @@ class LayerDiagnostics(Callback):
         self._step = step
         self._plan = self.plan(step, self._last_block and step == self._block_end - 1)
         if any(self._plan.values()):
-            for name, _, act in hidden_layers(net):
+            for name, layer, act in hidden_layers(net):
                 self._hooks.append(act.register_forward_hook(self._capture(name)))
+                if self._plan["stats"]:
+                    self._hooks.append(layer.register_forward_hook(self._watch_grad(name)))
 
     def _unhook(self) -> None:
         for h in self._hooks:
@@ -164,6 +177,18 @@ class LayerDiagnostics(Callback):
 
         return hook
 
+    def _watch_grad(self, name: str):
+        """A forward hook that asks the Linear's output for its gradient in the backward pass."""
+
+        def keep(grad: Tensor) -> None:
+            self._grads[name] = grad.detach().pow(2).mean() * grad.shape[0] ** 2
+
+        def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+            if output.requires_grad:
+                output.register_hook(keep)
+
+        return hook
+
     # -- the hooks of one step ------------------------------------------------------------
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._block_end = trainer.global_step + len(steps_of(batch))
@@ -171,11 +196,12 @@ class LayerDiagnostics(Callback):
         self._arm(pl_module.net, trainer.global_step)
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        self._unhook()  # this step's forward is done
+        self._unhook()  # this step's forward and backward are done
         captured, self._captured = self._captured, {}
+        grads, self._grads = self._grads, {}
         plan = self._plan
         if any(plan.values()):
-            self._pending = self._measure_before_update(pl_module.net, plan, captured)
+            self._pending = self._measure_before_update(pl_module.net, plan, captured, grads)
         if self._step + 1 < self._block_end:
             self._arm(pl_module.net, self._step + 1)
         else:
@@ -187,15 +213,22 @@ class LayerDiagnostics(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._unhook()  # a block cut short leaves a step armed
         self._captured.clear()
+        self._grads.clear()
         self._plan = {}
         self._finish(trainer, pl_module.net)
 
     # -- measuring ------------------------------------------------------------------------
     def _measure_before_update(
-        self, net: nn.Module, plan: dict[str, bool], captured: dict[str, tuple[Tensor, Tensor]]
+        self,
+        net: nn.Module,
+        plan: dict[str, bool],
+        captured: dict[str, tuple[Tensor, Tensor]],
+        grads: dict[str, Tensor],
     ) -> dict[str, Any]:
         """What a step shows before its update: activations, gradients, the weights."""
         metrics: dict[str, Any] = {}
+        if plan["stats"]:
+            metrics.update({f"{name}/grad_preact_q": q for name, q in grads.items()})
         dead_masks: dict[str, Tensor] = {}
         for name, (pre, post) in captured.items():
             dead = (post == 0).all(dim=0)
@@ -242,10 +275,32 @@ class LayerDiagnostics(Callback):
             for name, layer, _ in hidden_layers(net):
                 metrics[f"{name}/distinct_units"] = distinct_units(layer, pending["dead"].get(name))
         metrics = _as_floats(metrics)
+        if plan["stats"]:
+            metrics.update(_gradient_ratios(net, metrics))
+            self._keep_profile(net, step, metrics)
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
         if plan["histograms"]:
             self._log_histograms(trainer, pending)
+
+    def _keep_profile(self, net: nn.Module, step: int, metrics: dict[str, float]) -> None:
+        """Keep this step's per-layer q and grad_preact_q: the first measured step (0) and the
+        latest one (at the end of training: the run's last step, an epoch end)."""
+        names = [name for name, _, _ in hidden_layers(net)]
+        profile = {
+            "step": step,
+            "layers": names,
+            "preact_q": [metrics.get(f"{n}/preact_q") for n in names],
+            "grad_preact_q": [metrics.get(f"{n}/grad_preact_q") for n in names],
+        }
+        self.profile.setdefault("first", profile)
+        self.profile["last"] = profile
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"profile": self.profile}  # a resumed run keeps its step-0 profile
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.profile = dict(state_dict.get("profile", {}))
 
     def _log_histograms(self, trainer: L.Trainer, pending: dict[str, Any]) -> None:
         step = pending["step"]
@@ -259,6 +314,20 @@ class LayerDiagnostics(Callback):
                     add_histogram(writer, f"{name}/grad", pending["grads"][name], step)
                 if name in pending["preacts"]:
                     add_histogram(writer, f"{name}/preact", pending["preacts"][name], step)
+
+
+def _gradient_ratios(net: nn.Module, metrics: dict[str, float]) -> dict[str, float]:
+    """grad_preact_q of each hidden layer over the last hidden layer's; none when that is 0 or
+    not finite (zero init: no gradient reaches the hidden layers)."""
+    names = [name for name, _, _ in hidden_layers(net)]
+    last = metrics.get(f"{names[-1]}/grad_preact_q") if names else None
+    if last is None or not (math.isfinite(last) and last > 0):
+        return {}
+    return {
+        f"{n}/grad_preact_ratio": metrics[f"{n}/grad_preact_q"] / last
+        for n in names
+        if f"{n}/grad_preact_q" in metrics
+    }
 
 
 def _weight_leaf(layer: nn.Module) -> Tensor:

@@ -20,7 +20,8 @@ RESULTS_FILE = "results.json"
 STATUSES = ("ok", "diverged", "failed")  # what a run writes into results.json
 UNREADABLE = "unreadable"  # a results.json that is not a trustworthy record (see classify)
 CATEGORIES = (*STATUSES, UNREADABLE)  # what classify says of a results.json file
-SCHEMA_VERSION = 2  # 2: fingerprint, dataset identity, the built optimizer's hyperparameters
+# 2: fingerprint, dataset identity, the optimizer's hyperparameters; 3: layer_profile
+SCHEMA_VERSION = 3
 DEFAULT_THRESHOLDS = (0.90, 0.95, 0.97)  # conf/train.yaml's thresholds
 
 

@@ -285,15 +285,15 @@ def run(
             callbacks.append(StepProgressBar(datamodule.train_batches_per_epoch))
         else:
             callbacks.append(EpochLine(timer))
+        diagnostics = None
         if (diag := cfg.get("diagnostics")) and diag.get("enabled"):
-            callbacks.append(
-                LayerDiagnostics(
-                    every_n_steps=diag["every_n_steps"],
-                    histograms=diag["histograms"],
-                    histogram_every_n_steps=diag["histogram_every_n_steps"],
-                    symmetry=diag["symmetry"],
-                )
+            diagnostics = LayerDiagnostics(
+                every_n_steps=diag["every_n_steps"],
+                histograms=diag["histograms"],
+                histogram_every_n_steps=diag["histogram_every_n_steps"],
+                symmetry=diag["symmetry"],
             )
+            callbacks.append(diagnostics)
         logger = _logger(cfg.get("logger"), out)
         plugins: list[Any] = [AtomicCheckpointIO()]  # complete checkpoints, in the run dir
         if SLURMEnvironment.detect():  # requeueing is the launcher's (submitit), not Lightning's
@@ -349,6 +349,7 @@ def run(
         steps_to_val_acc=first_reaching(module.history, cfg["thresholds"], "step"),
         seconds_to_val_acc=first_reaching(module.history, cfg["thresholds"], "wall_s"),
         auc_val_acc=area_under_val_acc(module.history),
+        layer_profile=dict(diagnostics.profile) if diagnostics is not None else None,
         timing={
             "wall_s": time.perf_counter() - t0,
             "train_s": timer.train_s,
