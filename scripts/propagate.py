@@ -25,17 +25,9 @@ from omegaconf import DictConfig, OmegaConf
 from initlab.cli import preflight
 from initlab.config import ConfigError
 from initlab.data import DataError
-from initlab.propagation import (
-    PLOT_FILE,
-    PROPAGATION_FILE,
-    SWEEP_PLOT_FILE,
-    find_propagation,
-    plot_run,
-    plot_sweep,
-    run_propagation,
-    table,
-    validate,
-)
+from initlab.propagation import PLOT_FILE, PROPAGATION_FILE, SWEEP_PLOT_FILE
+from initlab.propagation.measure import run_propagation, validate
+from initlab.propagation.plots import find_propagation, plot_run, plot_sweep, table
 from initlab.results import read_results, write_json_atomic
 
 log = logging.getLogger("initlab.propagate")
@@ -47,6 +39,16 @@ def plot_dir(directory: str | Path) -> Path:
     if not paths:
         raise FileNotFoundError(f"no {PROPAGATION_FILE} below {directory}")
     return plot_sweep([read_results(p) for p in paths], Path(directory) / SWEEP_PLOT_FILE)
+
+
+def prediction_lines(prediction: dict) -> str:
+    """How each quantity was predicted, one line each (or why nothing was)."""
+    if not prediction["available"]:
+        return f"prediction: none ({prediction['note']})"
+    lines = [f"prediction of {key}: {how or '-'}" for key, how in prediction["method"].items()]
+    if prediction["note"]:
+        lines.append(f"prediction: {prediction['note']}")
+    return "\n".join(lines)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="propagate")
@@ -65,13 +67,13 @@ def main(cfg: DictConfig) -> None:
     write_json_atomic(out / PROPAGATION_FILE, record)
     plot_run(record, out / PLOT_FILE)
     log.info(
-        "init=%s %s, %s inputs (%s), %d seeds; prediction: %s\n%s",
+        "init=%s %s, %s inputs (%s), %d seeds\n%s\n%s",
         record["init"],
         "-".join(map(str, record["widths"])),
         record["inputs"]["kind"],
         record["inputs"]["dataset"],
         len(record["seeds"]),
-        record["prediction"]["method"],
+        prediction_lines(record["prediction"]),
         table(record),
     )
     log.info("wrote %s and %s in %s", PROPAGATION_FILE, PLOT_FILE, out)

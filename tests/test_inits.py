@@ -23,7 +23,16 @@ from torch import nn
 
 from initlab.data import MNISTDataModule
 from initlab.diagnostics import distinct_units
-from initlab.inits import DATA_DEPENDENT, INITS, apply_init, hadamard, init_parameters
+from initlab.inits import (
+    DATA_DEPENDENT,
+    INITS,
+    OWN_BIAS,
+    apply_init,
+    bias_moments,
+    hadamard,
+    init_parameters,
+    weight_variance,
+)
 from initlab.mlp import build_mlp, linear_layers
 from initlab.run import run
 
@@ -85,6 +94,7 @@ DECLARED = [
     ),
     ("tutorial_he", {}, lambda fi, fo: uniform(math.sqrt(2 / fi))),
     ("lecun", {}, lambda fi, fo: normal(math.sqrt(1 / fi))),
+    ("standard", {}, lambda fi, fo: uniform(1 / math.sqrt(fi))),
     ("default", {}, lambda fi, fo: uniform(1 / math.sqrt(fi))),
 ]
 DECLARED_IDS = [
@@ -266,6 +276,23 @@ def test_default_is_a_fresh_nn_linear(fan_out, fan_in):
         )
 
 
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_default_draws_standards_law(shape):
+    """default (PyTorch's call) and standard (the paper's formula): the same float32 draws for
+    the same seed, and one declared variance."""
+    torch.testing.assert_close(
+        _weight(shape, "default"), _weight(shape, "standard"), atol=0, rtol=0
+    )
+    assert INITS["default"].variance is INITS["standard"].variance
+
+
+def test_standard_has_zero_biases():
+    layer = nn.Linear(300, 200)
+    apply_init(layer, _yaml("standard"))
+    assert torch.all(layer.bias == 0)
+    assert bias_moments("standard", _yaml("standard"), 300, 200) == (0.0, 0.0)
+
+
 def test_bias_is_zero_unless_init_bias_says_otherwise():
     net = nn.Sequential(nn.Linear(300, 200), nn.ReLU(), nn.Linear(200, 10))
     for layer in (net[0], net[2]):
@@ -279,6 +306,117 @@ def test_bias_is_zero_unless_init_bias_says_otherwise():
     apply_init(net, {"name": "default", "bias": 0.0})  # an explicit number wins over its own bias
     assert all(torch.all(m.bias == 0) for _, m in linear_layers(net))
     assert net[0].weight.abs().max() <= 1 / math.sqrt(300)
+
+
+# -- the declared variances ------------------------------------------------------------------
+
+Z = 5.0  # a tolerance of Z standard deviations fails by chance with p < 1e-6
+# (init, parameters beyond its yaml's): every init at its defaults, and the parameters that enter
+# a formula set away from them
+VARIANCE_CASES = [(n, {}) for n in NAMES] + [
+    ("small_uniform", {"bound": 0.3}),
+    ("large_normal", {"std": 0.5}),
+    ("xavier", {"gain": 2.0}),
+    ("xavier_normal", {"gain": 0.5}),
+    ("kaiming", {"mode": "fan_out", "distribution": "uniform"}),
+    ("orthogonal", {"gain": 0.5}),
+    ("constant", {"value": 0.0}),
+]
+
+
+@pytest.mark.parametrize("shape", [(512, 784), (512, 256)], ids=str)  # fan_out < and > fan_in
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+@pytest.mark.parametrize(("name", "params"), VARIANCE_CASES, ids=lambda v: str(v or ""))
+def test_declared_variance_is_what_the_init_draws(name, params, activation, shape):
+    """weight_variance (the prediction's v) against the mean square of one large draw, through
+    apply_init as a run does; bias_moments against the biases of the same draw."""
+    fan_out, fan_in = shape
+    spec = {**_yaml(name), **params}
+    config = {k: v for k, v in spec.items() if k != "name"}
+    v = weight_variance(name, config, fan_in, fan_out, activation)
+    if v is None:
+        assert INITS[name].no_variance, f"{name}: no variance and no reason"
+        return
+    torch.manual_seed(0)
+    layer = nn.Linear(fan_in, fan_out)
+    apply_init(nn.Sequential(layer), spec, activation=activation)
+    w = layer.weight.detach().double().flatten()
+    n = w.numel()
+    if v == 0:
+        assert torch.count_nonzero(w) == 0
+    else:
+        # a mean of n squares has relative sd sqrt((kurtosis - 1) / n): sqrt(2/n) for a normal
+        # law, sqrt(0.8/n) for a uniform one (and 0 for orthogonal's exact row norms)
+        assert abs(float(w.pow(2).mean()) / v - 1) < Z * math.sqrt(2 / n)
+        assert abs(float(w.mean())) < Z * math.sqrt(v / n)
+    b_mean, b_var = bias_moments(name, config, fan_in, fan_out)
+    b = layer.bias.detach().double()
+    if b_var == 0:
+        assert torch.all(b == b_mean)
+    else:
+        assert abs(float(b.mean()) - b_mean) < Z * math.sqrt(b_var / len(b))
+        second = float((b - b_mean).pow(2).mean())
+        assert abs(second / b_var - 1) < Z * math.sqrt(2 / len(b))
+
+
+def test_a_wrong_variance_would_be_caught():
+    """The tolerance above tells tutorial_he's variance from He's (a factor 3) and from one 5%
+    off: 5% is > 10 sd at 512 x 784."""
+    torch.manual_seed(0)
+    w = _weight((512, 784), "tutorial_he").double()
+    v = weight_variance("tutorial_he", {}, 784, 512)
+    tol = Z * math.sqrt(2 / w.numel())
+    assert abs(float(w.pow(2).mean()) / v - 1) < tol
+    for wrong in (3 * v, 1.05 * v):
+        assert abs(float(w.pow(2).mean()) / wrong - 1) > tol
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_init_declares_its_variance_with_the_draws_parameters(name):
+    """One source for defaults: the formula takes (fan_in, fan_out, the draw's parameters)."""
+    fn = INITS[name]
+    if fn.variance is None:
+        assert fn.no_variance
+        return
+    draw = list(inspect.signature(fn).parameters)[1:]
+    formula = inspect.signature(fn.variance).parameters.values()
+    assert [p.name for p in formula] == ["fan_in", "fan_out", *draw]
+    assert all(p.default is inspect.Parameter.empty for p in formula)
+
+
+def test_no_variance_where_there_is_no_closed_form():
+    assert (
+        weight_variance("lsuv", {"tol": 0.1, "max_iter": 10, "batch_size": 1000}, 300, 200) is None
+    )
+    assert weight_variance("zero_identity", {}, 300, 200) is None
+    assert weight_variance("constant", {"value": 0.1}, 300, 200) is None
+    assert weight_variance("constant", {"value": 0.0}, 300, 200) == 0.0
+    assert "nonzero-mean" in INITS["constant"].no_variance
+    assert "data-dependent" in INITS["lsuv"].no_variance
+    with pytest.raises(ValueError, match="init='glorot' is not one of"):
+        weight_variance("glorot", {}, 300, 200)  # no aliases
+    with pytest.raises(ValueError, match="init=he has no parameter std"):
+        weight_variance("he", {"std": 1.0}, 300, 200)
+
+
+@pytest.mark.parametrize(
+    ("activation", "gain"), [("relu", math.sqrt(2)), ("tanh", 5 / 3), ("leaky_relu", LEAKY_GAIN)]
+)
+def test_the_activation_reaches_the_variance(activation, gain):
+    assert weight_variance("kaiming", {}, 300, 200, activation) == pytest.approx(gain**2 / 300)
+    assert weight_variance("orthogonal", {"gain": None}, 300, 200, activation) == pytest.approx(
+        gain**2 / 300
+    )
+    assert weight_variance("orthogonal", {"gain": 0.5}, 300, 200, activation) == 0.25 / 300
+
+
+def test_bias_override_and_defaults():
+    assert set(OWN_BIAS) == {"default"}
+    assert bias_moments("default", {"bias": None}, 300, 200) == (0.0, 1 / 900)
+    assert bias_moments("default", {}, 300, 200) == (0.0, 1 / 900)
+    assert bias_moments("default", {"bias": 0.5}, 300, 200) == (0.5, 0.0)
+    assert bias_moments("he", {"bias": None}, 300, 200) == (0.0, 0.0)
+    assert bias_moments("he", {"bias": -1.0}, 300, 200) == (-1.0, 0.0)
 
 
 # -- lsuv ------------------------------------------------------------------------------------
@@ -448,8 +586,8 @@ def _yaml(name):
     return yaml.safe_load((CONF / "init" / f"{name}.yaml").read_text())
 
 
-def test_the_init_group_is_exactly_the_17_inits():
-    assert len(INITS) == 17
+def test_the_init_group_is_exactly_the_18_inits():
+    assert len(INITS) == 18
     assert sorted(p.stem for p in (CONF / "init").glob("*.yaml")) == NAMES
 
 

@@ -338,7 +338,7 @@ def test_figure_that_fails_to_save_leaves_nothing(tmp_path: Path):
 
 def test_propagation_plot_when_present(tmp_path: Path):
     torch = pytest.importorskip("torch")
-    propagation = pytest.importorskip("initlab.propagation")
+    propagation = pytest.importorskip("initlab.propagation.measure")
     d = tmp_path / "prop"
     x, y = torch.randn(64, 20, dtype=torch.float64), torch.randint(0, 10, (64,))
     for init in ("he", "xavier"):

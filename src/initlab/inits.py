@@ -4,7 +4,12 @@ Each initializer fills one ``nn.Linear`` weight in place, ``INITS[name](weight, 
 from the torch global RNG (seeded once per run). Its keyword parameters come from the config
 (``init.std=0.05``, ``init.gain=2.0``, ``init.mode=fan_out``); fan sizes come from the weight's
 shape, ``(fan_out, fan_in)``. On a Parameter, call them under ``torch.no_grad()`` (as
-``apply_init`` does). Formulas, variances and sources of all 17: ``docs/inits.md``.
+``apply_init`` does). Formulas, variances and sources of all 18: ``docs/inits.md``.
+
+Each initializer declares, next to its draw, the closed-form variance of the weights it draws
+(``@declare_variance``): ``weight_variance`` reads it for the mean-field prediction
+(``initlab.propagation``), and a test checks it against large draws. An init with no closed form
+declares that, and why.
 
 Three small tables say what some inits need beyond one weight; ``apply_init`` reads them:
 
@@ -15,8 +20,8 @@ Three small tables say what some inits need beyond one weight; ``apply_init`` re
   ``fn(model, batch, **params)``, after every weight is filled (lsuv). Its ``INITS`` entry is the
   per-weight first step, and its config parameters go to the second pass.
 
-Adding an init: write ``def name_(weight, ...)`` here, add it to ``INITS``, and add
-``conf/init/<name>.yaml`` with ``name: <name>``, its parameters and ``bias``.
+Adding an init: write ``def name_(weight, ...)`` here with its ``@declare_variance``, add it to
+``INITS``, and add ``conf/init/<name>.yaml`` with ``name: <name>``, its parameters and ``bias``.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import inspect
 import logging
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -54,14 +59,59 @@ def activation_gain(activation: str) -> float:
     return nn.init.calculate_gain(activation)
 
 
+class Init(Protocol):
+    """An initializer: fills one weight in place, and says what variance its entries have."""
+
+    variance: Callable[..., float | None] | None
+    no_variance: str | None
+
+    def __call__(self, *tensors: Tensor, **params: Any) -> None: ...
+
+
+def declare_variance(
+    formula: Callable[..., float | None] | None, no_variance: str | None = None
+) -> Callable[[Callable[..., None]], Init]:
+    """Attach to an init the per-entry variance of the weights it draws, right next to the draw.
+
+    ``formula(fan_in, fan_out, **params)`` takes every parameter of the draw, by the draw's names
+    and without defaults (``weight_variance`` fills in the draw's own, so they have one source).
+    It returns None where there is no closed form, and ``no_variance`` then says why; ``formula``
+    None: never one. The attributes are ``fn.variance`` and ``fn.no_variance``.
+    """
+    if formula is None and not no_variance:
+        raise ValueError("an init without a variance formula must say why (no_variance=...)")
+
+    def attach(fn: Callable[..., None]) -> Init:
+        fn.variance = formula  # type: ignore[attr-defined]
+        fn.no_variance = no_variance  # type: ignore[attr-defined]
+        return fn  # type: ignore[return-value]
+
+    return attach
+
+
+def _orthogonal_gain(gain: float | None, activation: str) -> float:
+    return activation_gain(activation) if gain is None else gain
+
+
+def _kaiming_fan(fan_in: int, fan_out: int, mode: str) -> int:
+    if mode not in ("fan_in", "fan_out"):
+        raise ValueError(f"init.mode={mode!r} is not one of: fan_in, fan_out")
+    return fan_in if mode == "fan_in" else fan_out
+
+
 # -- constant: the tutorial's symmetric inits ------------------------------------------------
 
 
+@declare_variance(lambda fan_in, fan_out: 0.0)
 def zero_(weight: Tensor) -> None:
     """All weights 0: every hidden unit computes the same thing, and gets no gradient."""
     weight.zero_()
 
 
+@declare_variance(
+    lambda fan_in, fan_out, value: 0.0 if value == 0 else None,
+    no_variance="nonzero-mean weights (every unit the same): the recursion needs zero-mean ones",
+)
 def constant_(weight: Tensor, value: float = 0.1) -> None:
     """All weights ``value``: units differ from 0 but not from each other; symmetry never breaks."""
     weight.fill_(value)
@@ -70,29 +120,42 @@ def constant_(weight: Tensor, value: float = 0.1) -> None:
 # -- fixed scale: the tutorial's small and large random inits --------------------------------
 
 
+@declare_variance(lambda fan_in, fan_out, bound: bound**2 / 3.0)
 def small_uniform_(weight: Tensor, bound: float = 0.1) -> None:
     """U[-bound, bound], bound 0.1: variance bound^2 / 3, whatever the layer's size."""
     weight.uniform_(-bound, bound)
 
 
+@declare_variance(lambda fan_in, fan_out, std: std**2)
 def small_normal_(weight: Tensor, std: float = 0.01) -> None:
     """N(0, std^2), std 0.01: the tutorial's "N(0, 0.01)", read as the std, not the variance."""
     weight.normal_(0.0, std)
 
 
+@declare_variance(lambda fan_in, fan_out, bound: bound**2 / 3.0)
 def large_uniform_(weight: Tensor, bound: float = 1.0) -> None:
-    """U[-bound, bound], bound 1: variance 1/3, so activations grow ~ sqrt(fan_in / 3) per layer."""
+    """U[-bound, bound], bound 1: variance 1/3.
+
+    Through a ReLU layer E[h^2] is multiplied by fan_in var / 2 = fan_in / 6, so the activations'
+    scale grows ~ sqrt(fan_in / 6) per layer (9.2 at fan_in 512).
+    """
     weight.uniform_(-bound, bound)
 
 
+@declare_variance(lambda fan_in, fan_out, std: std**2)
 def large_normal_(weight: Tensor, std: float = 1.0) -> None:
-    """N(0, std^2) with std 1: activations grow ~ sqrt(fan_in) per layer."""
+    """N(0, std^2) with std 1: variance 1.
+
+    Through a ReLU layer E[h^2] is multiplied by fan_in var / 2 = fan_in / 2, so the activations'
+    scale grows ~ sqrt(fan_in / 2) per layer (16 at fan_in 512).
+    """
     weight.normal_(0.0, std)
 
 
 # -- fan-scaled ------------------------------------------------------------------------------
 
 
+@declare_variance(lambda fan_in, fan_out, gain: gain**2 * 2.0 / (fan_in + fan_out))
 def xavier_(weight: Tensor, gain: float = 1.0) -> None:
     """Glorot & Bengio (2010), uniform: U[-a, a], a = gain * sqrt(6 / (fan_in + fan_out))."""
     fan_in, fan_out = fans(weight)
@@ -100,18 +163,21 @@ def xavier_(weight: Tensor, gain: float = 1.0) -> None:
     weight.uniform_(-bound, bound)
 
 
+@declare_variance(lambda fan_in, fan_out, gain: gain**2 * 2.0 / (fan_in + fan_out))
 def xavier_normal_(weight: Tensor, gain: float = 1.0) -> None:
     """Glorot & Bengio (2010), normal: N(0, gain^2 * 2 / (fan_in + fan_out))."""
     fan_in, fan_out = fans(weight)
     weight.normal_(0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)))
 
 
+@declare_variance(lambda fan_in, fan_out: 2.0 / fan_in)
 def he_(weight: Tensor) -> None:
     """He et al. (2015), for ReLU: N(0, 2 / fan_in), so E[h^2] is preserved layer to layer."""
     fan_in, _ = fans(weight)
     weight.normal_(0.0, math.sqrt(2.0 / fan_in))
 
 
+@declare_variance(lambda fan_in, fan_out: 2.0 / fan_in)
 def he_uniform_(weight: Tensor) -> None:
     """He et al. (2015), uniform: U[-sqrt(6 / fan_in), sqrt(6 / fan_in)], variance 2 / fan_in."""
     fan_in, _ = fans(weight)
@@ -119,6 +185,11 @@ def he_uniform_(weight: Tensor) -> None:
     weight.uniform_(-bound, bound)
 
 
+@declare_variance(  # normal or uniform: the same variance
+    lambda fan_in, fan_out, activation, mode, distribution: (
+        activation_gain(activation) ** 2 / _kaiming_fan(fan_in, fan_out, mode)
+    )
+)
 def kaiming_(
     weight: Tensor, activation: str = "relu", mode: str = "fan_in", distribution: str = "normal"
 ) -> None:
@@ -127,10 +198,7 @@ def kaiming_(
     ``mode`` fan_in keeps the forward variance, fan_out the backward one; ``distribution`` normal
     N(0, std^2) or uniform U[-sqrt(3) std, sqrt(3) std]. For ReLU, fan_in, normal: exactly ``he``.
     """
-    fan_in, fan_out = fans(weight)
-    if mode not in ("fan_in", "fan_out"):
-        raise ValueError(f"init.mode={mode!r} is not one of: fan_in, fan_out")
-    std = activation_gain(activation) / math.sqrt(fan_in if mode == "fan_in" else fan_out)
+    std = activation_gain(activation) / math.sqrt(_kaiming_fan(*fans(weight), mode))
     if distribution == "normal":
         weight.normal_(0.0, std)
     elif distribution == "uniform":
@@ -139,6 +207,7 @@ def kaiming_(
         raise ValueError(f"init.distribution={distribution!r} is not one of: normal, uniform")
 
 
+@declare_variance(lambda fan_in, fan_out: 2.0 / (3.0 * fan_in))
 def tutorial_he_(weight: Tensor) -> None:
     """The tutorial's "He": U[-sqrt(2 / fan_in), sqrt(2 / fan_in)].
 
@@ -150,6 +219,7 @@ def tutorial_he_(weight: Tensor) -> None:
     weight.uniform_(-bound, bound)
 
 
+@declare_variance(lambda fan_in, fan_out: 1.0 / fan_in)
 def lecun_(weight: Tensor) -> None:
     """LeCun et al. (1998): N(0, 1 / fan_in), for activations with gain 1 (tanh-like, SELU)."""
     fan_in, _ = fans(weight)
@@ -159,25 +229,54 @@ def lecun_(weight: Tensor) -> None:
 # -- structured ------------------------------------------------------------------------------
 
 
+@declare_variance(
+    # the mean square entry: exact, as rows (or columns) have norm gain; also the v for which
+    # E|W a|^2 / fan_out = v |a|^2 holds for a Haar-random W, as the i.i.d. recursion needs
+    lambda fan_in, fan_out, gain, activation: (
+        _orthogonal_gain(gain, activation) ** 2 / max(fan_in, fan_out)
+    )
+)
 def orthogonal_(weight: Tensor, gain: float | None = None, activation: str = "relu") -> None:
     """Saxe et al. (2013): a random orthogonal matrix (QR of a Gaussian one) times ``gain``.
 
     Rows orthonormal when fan_out <= fan_in, else columns: W W^T (or W^T W) = gain^2 I.
     ``gain`` None: the activation's gain (``activation_gain``).
+
+    Dynamical isometry (every singular value of the input-output Jacobian near 1) holds only with
+    square layers, in a linear net or a tanh net near its critical point (gain near 1, small
+    pre-activations; Pennington et al. 2017; not tanh's gain 5/3). Only a square layer has every
+    singular value equal to gain: a narrowing one maps fan_in - fan_out input directions to 0, a
+    widening one fills only fan_in output directions. With ReLU, the Jacobian D W (D the 0/1 mask
+    of active units) has spread singular values whatever W is: no isometry there.
     """
-    nn.init.orthogonal_(weight, gain=activation_gain(activation) if gain is None else gain)
+    nn.init.orthogonal_(weight, gain=_orthogonal_gain(gain, activation))
 
 
+@declare_variance(lambda fan_in, fan_out: 1.0 / (3.0 * fan_in))
+def standard_(weight: Tensor) -> None:
+    """Glorot & Bengio (2010) eq. (1), "the commonly used heuristic": U[-1/sqrt(fan_in),
+    1/sqrt(fan_in)], variance 1 / (3 fan_in), biases 0.
+
+    A sixth of He's variance: E[h^2] shrinks by 6 per ReLU layer, by 3 per linear one.
+    """
+    bound = 1.0 / math.sqrt(fans(weight)[0])
+    weight.uniform_(-bound, bound)
+
+
+@declare_variance(standard_.variance)
 def default_(weight: Tensor) -> None:
-    """PyTorch's own ``nn.Linear`` init: kaiming_uniform_(a=sqrt(5)), i.e. U[+-1/sqrt(fan_in)].
+    """PyTorch's own ``nn.Linear`` init: kaiming_uniform_(a=sqrt(5)), i.e. ``standard``'s law.
 
-    Its bias is drawn too (``default_bias_``) unless ``init.bias`` is set: "no init" is an arm.
+    Drawn by torch's own call, so that it is a fresh ``nn.Linear`` draw for draw in any dtype
+    (in float32 also ``standard``'s draws; in float64 the bounds differ in the last bit). Its bias
+    is drawn too (``default_bias_``) unless ``init.bias`` is set: "no init" is an arm.
     """
     nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
 
 
+@declare_variance(standard_.variance)  # the variance of a bias entry, for the layer's fans
 def default_bias_(bias: Tensor, weight: Tensor) -> None:
-    """PyTorch's own ``nn.Linear`` bias: U[-1/sqrt(fan_in), 1/sqrt(fan_in)]."""
+    """PyTorch's own ``nn.Linear`` bias: U[-1/sqrt(fan_in), 1/sqrt(fan_in)], as nn.Linear."""
     fan_in, _ = fans(weight)
     bound = 1.0 / math.sqrt(fan_in)
     bias.uniform_(-bound, bound)
@@ -191,6 +290,7 @@ def hadamard(n: int) -> Tensor:
     return h
 
 
+@declare_variance(None, no_variance="deterministic identity / Hadamard weights, not i.i.d.")
 def zero_identity_(weight: Tensor) -> None:
     """ZerO (Zhao et al. 2021, Algorithm 1): deterministic, only zeros and ones (up to a scale).
 
@@ -206,6 +306,7 @@ def zero_identity_(weight: Tensor) -> None:
         weight.copy_(2 ** (-(m - 1) / 2) * hadamard(2**m)[:fan_out, :fan_in])
 
 
+@declare_variance(None, no_variance="data-dependent: each layer is rescaled on the batch")
 def lsuv_preinit_(weight: Tensor) -> None:
     """LSUV's first step: an orthonormal matrix (gain 1). ``lsuv_`` then rescales on data."""
     nn.init.orthogonal_(weight)
@@ -259,7 +360,7 @@ def lsuv_(
         model.train(was_training)
 
 
-INITS: dict[str, Callable[..., None]] = {
+INITS: dict[str, Init] = {
     "zero": zero_,
     "constant": constant_,
     "small_uniform": small_uniform_,
@@ -274,14 +375,20 @@ INITS: dict[str, Callable[..., None]] = {
     "tutorial_he": tutorial_he_,
     "lecun": lecun_,
     "orthogonal": orthogonal_,
+    "standard": standard_,
     "default": default_,
     "lsuv": lsuv_preinit_,
     "zero_identity": zero_identity_,
 }
 USES_ACTIVATION = frozenset({"kaiming", "orthogonal"})
-OWN_BIAS: dict[str, Callable[[Tensor, Tensor], None]] = {"default": default_bias_}
+OWN_BIAS: dict[str, Init] = {"default": default_bias_}
 DATA_DEPENDENT: dict[str, Callable[..., None]] = {"lsuv": lsuv_}
 NORM_LAYERS = (nn.BatchNorm1d, nn.LayerNorm)
+
+
+def _check_name(name: str) -> None:
+    if name not in INITS:
+        raise ValueError(f"init={name!r} is not one of: {', '.join(sorted(INITS))}")
 
 
 def init_parameters(name: str) -> list[str]:
@@ -289,6 +396,54 @@ def init_parameters(name: str) -> list[str]:
     fn = DATA_DEPENDENT.get(name, INITS[name])
     context = {"weight", "activation", "model", "batch"}
     return [p for p in inspect.signature(fn).parameters if p not in context]
+
+
+def _draw_params(name: str, params: Mapping[str, Any], activation: str) -> dict[str, Any]:
+    """The keyword arguments ``INITS[name]`` gets from the init's config ``params`` (less
+    ``name`` and ``bias``): none for a data-dependent init (its parameters are its second pass's),
+    and the model's activation for the inits whose gain depends on it."""
+    draw = {} if name in DATA_DEPENDENT else {k: v for k, v in params.items() if k != "bias"}
+    return {"activation": activation, **draw} if name in USES_ACTIVATION else draw
+
+
+def weight_variance(
+    name: str,
+    params: Mapping[str, Any],
+    fan_in: int,
+    fan_out: int,
+    activation: str = "relu",
+) -> float | None:
+    """Per-entry variance of the weights init ``name`` draws for a (fan_out, fan_in) layer.
+
+    ``params``: the init's config less ``name`` (``bias`` is ignored); ``activation``: the
+    model's, as ``apply_init`` gets it. The init's own ``@declare_variance`` formula, with the
+    draw's defaults for the parameters ``params`` leaves out. None where the init has no closed
+    form (``INITS[name].no_variance`` says why).
+    """
+    _check_name(name)
+    fn = INITS[name]
+    if fn.variance is None:
+        return None
+    given = _draw_params(name, params, activation)
+    declared = list(inspect.signature(fn).parameters.values())[1:]  # after the weight
+    unknown = sorted(set(given) - {p.name for p in declared})
+    if unknown:
+        raise ValueError(f"init={name} has no parameter {', '.join(unknown)}")
+    kwargs = {p.name: given.get(p.name, p.default) for p in declared}
+    return fn.variance(int(fan_in), int(fan_out), **kwargs)
+
+
+def bias_moments(
+    name: str, params: Mapping[str, Any], fan_in: int, fan_out: int
+) -> tuple[float, float]:
+    """(mean, variance) of a bias entry of a (fan_out, fan_in) layer, as ``apply_init`` sets it:
+    ``params["bias"]`` when it is a number (variance 0); when it is null or absent, the variance
+    its ``OWN_BIAS`` function declares (``default``: 1 / (3 fan_in)), and 0 for every other init."""
+    bias = params.get("bias")
+    if bias is not None:
+        return float(bias), 0.0
+    own = OWN_BIAS.get(name)
+    return 0.0, (0.0 if own is None else own.variance(int(fan_in), int(fan_out)))
 
 
 def apply_init(
@@ -309,8 +464,7 @@ def apply_init(
     params = dict(spec)
     name = params.pop("name")
     bias = params.pop("bias", None)
-    if name not in INITS:
-        raise ValueError(f"init={name!r} is not one of: {', '.join(sorted(INITS))}")
+    _check_name(name)
     unknown = sorted(set(params) - set(init_parameters(name)))
     if unknown:
         takes = ", ".join([*init_parameters(name), "bias"])
@@ -318,9 +472,7 @@ def apply_init(
     second_pass = DATA_DEPENDENT.get(name)
     if second_pass is not None and batch is None:
         raise ValueError(f"init={name} is data-dependent: apply_init needs batch=<training inputs>")
-    weight_params = {} if second_pass is not None else params
-    if name in USES_ACTIVATION:
-        weight_params = {"activation": activation, **weight_params}
+    weight_params = _draw_params(name, params, activation)
     with torch.no_grad():
         for layer in model.modules():
             if isinstance(layer, NORM_LAYERS):

@@ -1210,11 +1210,11 @@ def plot_depth(configs: Sequence[Config], path: Path, speed_key: str | None = No
 
 def plot_propagation(sweep_dir: Path, path: Path) -> Path | None:
     """The propagation study's plot of every propagation.json below ``sweep_dir`` (drawn by
-    initlab.propagation.plot_sweep); None when there are none."""
+    initlab.propagation.plots.plot_sweep); None when there are none."""
     paths = sorted(sweep_dir.rglob(PROPAGATION_FILE))
     if not paths:
         return None
-    from initlab.propagation import plot_sweep  # torch: imported only when needed
+    from initlab.propagation.plots import plot_sweep
 
     records = []
     for p in paths:

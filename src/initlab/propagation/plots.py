@@ -1,0 +1,186 @@
+"""Plots and tables of propagation records (the propagation.json dicts). matplotlib; no torch.
+
+Both the mean over seeds (filled markers: what the prediction is for, E[moment]) and the median
+(hollow markers) are drawn: products of many layer factors spread log-normally, so deep in a net
+the median sits below the mean by design, and a gap between the two is not a failed prediction.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from initlab.propagation import PROPAGATION_FILE
+
+MEAN_LABEL = "mean over seeds (filled)"
+MEDIAN_LABEL = "median over seeds (hollow)"
+SEED_LABEL = "each seed (faint)"
+PREDICTED_LABEL = "predicted (line)"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _series(record: Mapping[str, Any], key: str) -> dict[str, list]:
+    """Layer index, mean, median, predicted and per-seed values of moment ``key``."""
+    out: dict[str, list] = {k: [] for k in ("index", "mean", "median", "predicted", "per_seed")}
+    for layer in record["layers"]:
+        s = layer.get(key)
+        if s is None:
+            continue
+        out["index"].append(layer["index"])
+        out["mean"].append(s["measured"])
+        out["median"].append(s["median"])
+        out["predicted"].append(s["predicted"])
+        out["per_seed"].append(s["per_seed"])
+    return out
+
+
+def _positive(xs: Sequence, ys: Sequence) -> tuple[list, list]:
+    pairs = [(a, b) for a, b in zip(xs, ys, strict=True) if b is not None and b > 0]
+    return [a for a, _ in pairs], [b for _, b in pairs]
+
+
+def _draw(ax, record: Mapping[str, Any], key: str, color: str) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    s = _series(record, key)
+    for i, vals in zip(s["index"], s["per_seed"], strict=True):
+        xs, ys = _positive([i] * len(vals), vals)
+        ax.scatter(xs, ys, s=6, color=color, alpha=0.25, linewidths=0)
+    ax.plot(*_positive(s["index"], s["mean"]), "o", color=color, ms=5)
+    ax.plot(*_positive(s["index"], s["median"]), "o", mfc="none", mec=color, ms=8, mew=1.2)
+    xs, ys = _positive(s["index"], s["predicted"])
+    if xs:
+        ax.plot(xs, ys, "-", color=color, lw=1.5)
+
+
+def _legend(ax, colors: Mapping[str, str]) -> None:
+    """One entry per init (its colour), then what each mark means (in grey)."""
+    from matplotlib.lines import Line2D
+
+    grey = "0.35"
+    handles = [Line2D([], [], color=c, marker="o", lw=1.5, label=n) for n, c in colors.items()]
+    handles += [
+        Line2D([], [], color=grey, marker="o", ls="none", ms=5, label=MEAN_LABEL),
+        Line2D([], [], mec=grey, mfc="none", marker="o", ls="none", ms=8, label=MEDIAN_LABEL),
+        Line2D([], [], color=grey, marker="o", ls="none", ms=3, alpha=0.4, label=SEED_LABEL),
+        Line2D([], [], color=grey, lw=1.5, label=PREDICTED_LABEL),
+    ]
+    ax.legend(handles=handles, fontsize=7)
+
+
+def _title(record: Mapping[str, Any]) -> str:
+    widths = "-".join(map(str, record["widths"]))
+    if len(record["widths"]) > 6:
+        w = record["widths"]
+        widths = f"{w[0]}-{w[1]}x{record['depth']}-{w[-1]}"
+    return (
+        f"{widths}, {record['activation']}, norm={record['norm']}, "
+        f"{record['inputs']['dataset']} inputs, {len(record['seeds'])} seeds"
+    )
+
+
+def _save(fig, path: Path) -> Path:
+    """Save a figure atomically (temp file in the same directory, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    tmp.replace(path)
+    return path
+
+
+def plot_run(record: Mapping[str, Any], path: str | Path) -> Path:
+    """q_l and E[delta_l^2] against the layer index (log axis): seeds, mean, median, predicted."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, key, ylabel in (
+        (axes[0], "q", "q_l = E[h_l^2] (forward)"),
+        (axes[1], "grad_q", "E[delta_l^2] = E[(dL/dh_l)^2] (backward)"),
+    ):
+        _draw(ax, record, key, "C0")
+        _legend(ax, {record["init"]: "C0"})
+        ax.set_yscale("log")
+        ax.set_xlabel("layer l")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle(f"init={record['init']}: {_title(record)}", fontsize=10)
+    try:
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def plot_sweep(records: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
+    """One panel per network (widths, activation, norm, inputs), one colour per init."""
+    plt = _pyplot()
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for r in sorted(records, key=lambda r: (r["depth"], r["widths"], r["init"])):
+        groups.setdefault(_title(r), []).append(r)
+    inits = sorted({r["init"] for r in records})
+    colors = {name: f"C{i % 10}" for i, name in enumerate(inits)}
+    cols = min(3, len(groups))
+    rows = math.ceil(len(groups) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4.2 * rows), squeeze=False)
+    for ax, (title, group) in zip(axes.flat, groups.items(), strict=False):
+        for r in group:
+            _draw(ax, r, "q", colors[r["init"]])
+        _legend(ax, {r["init"]: colors[r["init"]] for r in group})
+        ax.set_yscale("log")
+        ax.set_title(title, fontsize=8)
+        ax.set_xlabel("layer l")
+        ax.set_ylabel("q_l = E[h_l^2]")
+        ax.grid(True, which="both", alpha=0.3)
+    for ax in list(axes.flat)[len(groups) :]:
+        ax.set_visible(False)
+    fig.suptitle(
+        "q_l at init: mean over seeds (filled), median (hollow), each seed (faint), "
+        "predicted (line)",
+        fontsize=10,
+    )
+    try:
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def find_propagation(sweep_dir: str | Path) -> list[Path]:
+    """Every propagation.json below a run or sweep directory, sorted."""
+    return sorted(Path(sweep_dir).rglob(PROPAGATION_FILE))
+
+
+def table(record: Mapping[str, Any]) -> str:
+    """A markdown table of one record, per layer: the mean over seeds (``measured``), the median
+    and the prediction of q and E[delta^2]; post q, dead fraction and gradient norm (means)."""
+
+    def fmt(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3g}"
+
+    def mean(s: Mapping[str, Any] | None) -> str:
+        return fmt(s["measured"]) if s else "-"
+
+    lines = [
+        "| layer | fan_in | fan_out | q mean | q median | q predicted | post q | dead "
+        "| E[delta^2] mean | E[delta^2] median | E[delta^2] predicted | grad norm |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for layer in record["layers"]:
+        q, g = layer["q"], layer["grad_q"]
+        lines.append(
+            f"| {layer['index']} | {layer['fan_in']} | {layer['fan_out']} "
+            f"| {fmt(q['measured'])} | {fmt(q['median'])} | {fmt(q['predicted'])} "
+            f"| {mean(layer['post_q'])} | {mean(layer['dead_fraction'])} "
+            f"| {fmt(g['measured'])} | {fmt(g['median'])} | {fmt(g['predicted'])} "
+            f"| {mean(layer['weight_grad_norm'])} |"
+        )
+    return "\n".join(lines)
