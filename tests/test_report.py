@@ -18,7 +18,9 @@ from omegaconf import OmegaConf
 import initlab.results as results_module
 from initlab import report as rep
 from initlab.hydra_callbacks import SweepFailed, SweepSummary
-from initlab.report import write_report, write_text_atomic
+from initlab.report import plots as report_plots
+from initlab.report import write_report
+from initlab.results import write_text_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -252,20 +254,43 @@ def test_plots_written_no_temp_files_and_idempotent(sweep: Path):
     assert len(rep.load_runs(sweep)[0]) == 11
 
 
+T_975 = {1: 12.7062, 2: 4.3027, 15: 2.1314, 16: 2.1199}  # Student t quantiles from a table
+
+
+def claims_table(md: str) -> list[dict[str, str]]:
+    """The table under "## Claims" as dicts keyed by its header."""
+    return table(md.split("## Claims", 1)[1])
+
+
 def test_tutorial_claims_column(tmp_path: Path):
+    """Paired verdicts over 3 seeds. he - xavier on test accuracy: -0.015, -0.004, +0.004, whose
+    95% interval contains 0 (unresolved), though he's mean is below; xavier - small_normal:
+    +0.025, +0.023, +0.025, whose interval excludes 0 (holds)."""
     d = tmp_path / "tutorial"
-    accs = {"zero": 0.11, "small_normal": 0.95, "xavier": 0.975, "he": 0.97, "default": 0.972}
-    speed = {"zero": None, "small_normal": 2000, "xavier": 900, "he": 700, "default": 1000}
-    for init, acc in accs.items():
-        spread = (-0.01, 0.01) if init == "he" else (-0.001, 0.001)  # he: noisy seeds
-        for seed, delta in enumerate(spread):
-            steps = (100, speed[init], None)
+    accs = {
+        "zero": (0.1135, 0.1135, 0.1135),
+        "small_normal": (0.950, 0.953, 0.949),
+        "xavier": (0.975, 0.976, 0.974),
+        "he": (0.960, 0.972, 0.978),
+        "default": (0.972, 0.971, 0.973),
+    }
+    speed = {
+        "zero": (None, None, None),
+        "small_normal": (2000, 2100, 1900),
+        "xavier": (900, 1000, 800),
+        "he": (700, 600, 750),
+        "default": (1000, 1000, 1000),
+    }
+    for init, values in accs.items():
+        for seed, acc in enumerate(values):
+            steps = (100, speed[init][seed], None)
             write(
                 d,
                 f"init={init},seed={seed}",
-                record(init, "none", seed, test=acc + delta, steps=steps, study="tutorial"),
+                record(init, "none", seed, test=acc, steps=steps, study="tutorial"),
             )
-    rows = table(write_report(d, plots=False).read_text())
+    md = write_report(d, plots=False).read_text()
+    rows = table(md)
     assert [r["init"] for r in rows] == ["xavier", "default", "he", "small_normal", "zero"]
     by = {r["init"]: r for r in rows}
     assert by["zero"]["tutorial says"] == "low"
@@ -275,13 +300,62 @@ def test_tutorial_claims_column(tmp_path: Path):
     assert by["default"]["tutorial says"] == "(not in the tutorial)"
     assert by["he"]["measured"] == "acc #3/5, speed #1/5"
     assert by["zero"]["measured"] == "acc #5/5, never 95%"
-    # he is 0.005 below xavier, less than he's seed std (0.014): said to be within noise
-    assert by["he"]["test acc"] == "0.970 ± 0.014"
-    assert by["he"]["claim holds?"] == "acc: no, within seed std: below xavier; speed: holds"
-    assert by["xavier"]["claim holds?"] == "acc: no, within seed std: above he; speed: holds"
-    assert by["small_normal"]["claim holds?"] == "acc: holds; speed: holds"
+    assert by["he"]["claim holds?"] == (
+        "acc: unresolved vs small_normal, xavier (3 seeds); speed: unresolved vs xavier (3 seeds)"
+    )
+    assert by["xavier"]["claim holds?"] == (
+        "acc: unresolved vs he (3 seeds); speed: unresolved vs he (3 seeds)"
+    )
+    assert by["small_normal"]["claim holds?"] == "acc: unresolved vs he (3 seeds); speed: holds"
     assert by["zero"]["claim holds?"] == "acc: holds"
     assert by["default"]["claim holds?"] == "-"
+    claims = {(c["better"], c["worse"], c["metric"]): c for c in claims_table(md)}
+    assert len(claims) == 6 + 3  # acc: the 6 pairs of the 4 levels; speed: 3 pairs
+    # he - xavier, by hand: mean ± t(0.975, 2) sd / sqrt(3)
+    diffs = [h - x for h, x in zip(accs["he"], accs["xavier"], strict=True)]
+    mean, sd = statistics.fmean(diffs), statistics.stdev(diffs)
+    half = T_975[2] * sd / math.sqrt(3)
+    he_x = claims[("he", "xavier", "test accuracy")]
+    assert he_x["paired difference [95% CI]"] == (
+        f"{mean:+.4f} [{mean - half:+.4f}, {mean + half:+.4f}]"
+    )
+    assert (
+        he_x["better mean"] == "0.9700" and he_x["worse mean"] == "0.9750" and he_x["seeds"] == "3"
+    )
+    # the seeds that would resolve it: the first m with t(0.975, m-1) sd / sqrt(m) < |mean|
+    m = int(he_x["verdict"].split("~")[1].split()[0])
+    assert m == 17
+    assert T_975[16] * sd / math.sqrt(17) < abs(mean) <= T_975[15] * sd / math.sqrt(16)
+    assert claims[("xavier", "small_normal", "test accuracy")]["verdict"] == "**holds**"
+    assert claims[("he", "small_normal", "steps to 95% val accuracy")]["verdict"] == "**holds**"
+    assert "9 claims tested: 6 holds, 0 contradicted, 3 unresolved." in md
+
+
+def test_steps_never_reached_are_censored_at_the_run_length(tmp_path: Path):
+    """A run that never reached 95% counts as its run's length (200 steps here) in its pair: he
+    reaches it in 100-120 steps, xavier never (one seed) or at 150: holds; both never: 0."""
+    d = tmp_path / "tutorial"
+    steps = {"he": (100, 120, None), "xavier": (None, 150, None)}
+    for init, values in steps.items():
+        for seed, s in enumerate(values):
+            r = record(init, "none", seed, steps=(50, s, None), study="tutorial")
+            write(d, f"init={init},seed={seed}", r)
+    md = write_report(d, plots=False).read_text()
+    (row,) = [c for c in claims_table(md) if c["metric"] == "steps to 95% val accuracy"]
+    assert row["seeds"] == "3 (2 censored)"
+    diffs = [100 - 200, 120 - 150, 0]  # he - xavier; the censored xavier run: 200 steps
+    mean, sd = statistics.fmean(diffs), statistics.stdev(diffs)
+    half = T_975[2] * sd / math.sqrt(3)
+    assert (
+        row["paired difference [95% CI]"] == f"{mean:+.0f} [{mean - half:+.0f}, {mean + half:+.0f}]"
+    )
+    assert row["better mean"] == "110 (2/3 reached)"  # he
+    assert (
+        "xavier: 2 of 3 runs never reached 95%; their val accuracy went from 0.100 at step 0 to "
+        "0.905 (best 0.905) at step 200: it learns, later than this budget."
+    ) in md
+    verdict = "holds" if mean + half < 0 else "unresolved"
+    assert row["verdict"].startswith(f"**{verdict}")
 
 
 def test_depth_columns_and_plot(tmp_path: Path):
@@ -505,7 +579,7 @@ def test_tutorial_speed_without_a_95_threshold(tmp_path: Path):
     assert by["xavier"]["measured"] == "acc #2/3, speed #2/3"
     assert by["zero"]["measured"] == "acc #3/3, never 80%"
     assert by["he"]["claim holds?"] == "acc: holds; speed: holds"
-    assert "95%" not in md.replace("95% is not among", "")
+    assert "95% val" not in md and "never 95%" not in md
     assert (
         "speed to 80% val accuracy (more seeds reaching it, then fewer steps) among the rows "
         "that differ only in their init; 95% is not among these runs' thresholds (80%, 99%): "
@@ -522,7 +596,7 @@ def test_depth_plot_uses_the_recorded_threshold(tmp_path: Path, monkeypatch):
             r["steps_to_val_acc"] = {"0.80": 100 * len(hidden) if init == "he" else None}
             write(d, f"init={init},model.depth={len(hidden)}", r)
     texts: list[str] = []
-    save = rep.save_figure_atomic
+    save = report_plots.save_figure_atomic
 
     def capture(fig, path, **kw):
         if Path(path).name == rep.DEPTH_PLOT:
@@ -532,7 +606,7 @@ def test_depth_plot_uses_the_recorded_threshold(tmp_path: Path, monkeypatch):
                 texts.extend([ax.get_title(), ax.get_ylabel(), *(t.get_text() for t in ax.texts)])
         return save(fig, path, **kw)
 
-    monkeypatch.setattr(rep, "save_figure_atomic", capture)
+    monkeypatch.setattr(report_plots, "save_figure_atomic", capture)
     md = write_report(d).read_text()
     assert (d / "depth.png").read_bytes().startswith(PNG)
     assert "steps to 80% val accuracy (mean ± std)" in texts
@@ -541,3 +615,69 @@ def test_depth_plot_uses_the_recorded_threshold(tmp_path: Path, monkeypatch):
     assert texts[0] == note + "threshold some run reached)"  # the figure's title
     assert not [t for t in texts[1:] if "95%" in t]
     assert "**Test accuracy and steps to 80% val accuracy against depth, per init**" in md
+
+
+def test_paper_claims_read_the_layer_profile(tmp_path: Path):
+    """glorot2010: the gradient claims compare log10 E[delta^2] fc1 / fc5 of each seed's
+    layer_profile; the test accuracy claim is contradicted when standard ends above."""
+    d = tmp_path / "glorot"
+    fc1 = {"standard": (0.007, 0.008, 0.006), "xavier": (0.15, 0.16, 0.14)}
+    for init, ratios in fc1.items():
+        for seed, ratio in enumerate(ratios):
+            r = record(
+                init,
+                "none",
+                seed,
+                test=0.96 + 0.001 * seed + (init == "standard") * 0.01,
+                study="glorot2010",
+                hidden=(256,) * 5,
+            )
+            grads = [ratio * 1e-3, 2e-4, 3e-4, 5e-4, 1e-3]
+            r["layer_profile"] = {
+                "first": {
+                    "step": 0,
+                    "layers": [f"fc{i}" for i in range(1, 6)],
+                    "preact_q": [1.0] * 5,
+                    "grad_preact_q": grads,
+                },
+                "last": {
+                    "step": 199,
+                    "layers": [f"fc{i}" for i in range(1, 6)],
+                    "preact_q": [1.0] * 5,
+                    "grad_preact_q": grads[::-1],
+                },
+            }
+            write(d, f"init={init},seed={seed}", r)
+    md = write_report(d).read_text()
+    rows = {c["metric"]: c for c in claims_table(md)}
+    at_init = rows["log10 E[δ²] first / last hidden layer, at init"]
+    diffs = [
+        math.log10(x) - math.log10(s) for x, s in zip(fc1["xavier"], fc1["standard"], strict=True)
+    ]
+    mean, sd = statistics.fmean(diffs), statistics.stdev(diffs)
+    half = T_975[2] * sd / math.sqrt(3)
+    assert (
+        at_init["paired difference [95% CI]"]
+        == f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}]"
+    )
+    assert (
+        at_init["verdict"] == "**holds**" and at_init["source"] == "Glorot & Bengio (2010), Fig. 7"
+    )
+    # after training the profile is reversed (fc1 largest): ratio fc1/fc5 = 1 / ratio at init
+    assert (
+        rows["log10 E[δ²] first / last hidden layer, after training"]["verdict"]
+        == "**contradicted**"
+    )
+    assert rows["test accuracy"]["verdict"] == "**contradicted**"  # standard ends 0.01 above
+    assert "*glorot2010*: The *standard* init is U[-1/√n, 1/√n]" in md
+    assert (d / "gradient_profile.png").read_bytes().startswith(PNG)
+    assert "(gradient_profile.png)" in md
+
+
+def test_no_gradient_plot_without_a_layer_profile(tmp_path: Path):
+    d = tmp_path / "plain"
+    for seed in (0, 1):
+        write(d, f"seed={seed}", record("he", "none", seed))
+    md = write_report(d).read_text()
+    assert not (d / "gradient_profile.png").exists() and "gradient_profile" not in md
+    assert "## Claims" not in md  # a plain run tests no claim

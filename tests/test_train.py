@@ -15,7 +15,7 @@ from initlab.data import MNIST_FILES
 from initlab.results import STATUSES
 from initlab.run import record_failure, run
 
-from .conftest import FAST, compose_train, run_train
+from .conftest import CONF, FAST, compose_train, run_train
 
 SGD = partial(torch.optim.SGD, lr=0.01, momentum=0.5)
 REQUIRED = [
@@ -247,11 +247,16 @@ SMOKE_SLICES = {
     "tutorial": ["init=zero,tutorial_he", "seed=0"],
     "init_x_norm": ["init=he", "norm=none,weightnorm", "seed=1"],
     "depth": ["init=lsuv", "norm=batchnorm", "model.depth=2,8", "seed=0"],
+    "he2015": ["seed=0"],
+    "glorot2010": ["seed=0"],
 }
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
 
-@pytest.mark.parametrize("name", sorted(SMOKE_SLICES))
+@pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_runs_in_smoke_mode(tmp_path, name):
+    """Every experiment in conf/experiment (a new one fails here until it has a slice)."""
+    assert name in SMOKE_SLICES, f"add a 2-run slice of experiment={name} to SMOKE_SLICES"
     sweep = tmp_path / "sweep"
     args = ["-m", f"experiment={name}", "debug=smoke", *SMOKE_SLICES[name]]
     proc = run_train([*args, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
