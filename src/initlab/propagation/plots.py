@@ -44,6 +44,57 @@ def _series(record: Mapping[str, Any], key: str) -> dict[str, list]:
     return out
 
 
+def _plain(value: float) -> str:
+    """A tick value as a short number: 0.3, 20; 4e-05 as 4×10^-5 (mathtext)."""
+    if value == 0 or 1e-3 <= abs(value) < 1e4:
+        return f"{value:.4g}"
+    exponent = math.floor(math.log10(abs(value)))
+    mantissa = f"{value / 10**exponent:.3g}"
+    head = "" if mantissa == "1" else rf"{mantissa}\times"
+    return rf"${head}10^{{{exponent}}}$"
+
+
+def _decade(value: float) -> str:
+    return rf"$10^{{{round(math.log10(value))}}}$"
+
+
+def log_ticks(axis: Any, max_labels: int = 12) -> None:
+    """Readable ticks on a log axis (``ax.yaxis``), set once its limits are final: matplotlib's
+    defaults label only whole decades, so a narrow range gets one label or none. Under 0.3
+    decade: evenly spaced numbers; up to 2.5 decades: numbers at 1, 1.5, 2, 3, ... 9, then at 1,
+    2, 3, 5, then at 1, 2, 5 times each power of 10 as the range widens (minor ticks at the
+    other multiples); wider:
+    every decade ticked, labelled while at most ``max_labels`` fit (else every k-th), minor
+    ticks up to 8 decades."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
+
+    low, high = sorted(axis.get_view_interval())
+    if not (low > 0 and high > low and math.isfinite(high)):
+        return
+    decades = math.log10(high / low)
+    span = int(decades) + 3
+    if decades < 0.3:
+        axis.set_major_locator(MaxNLocator(nbins=5))
+        axis.set_major_formatter(FuncFormatter(lambda v, _: _plain(v)))
+        axis.set_minor_locator(NullLocator())
+    elif decades <= 2.5:
+        # the widest gap between two labels: 0.18, 0.3, 0.4 decade
+        subs = (1, 1.5, *range(2, 10)) if decades < 0.8 else (1, 2, 3, 5)
+        subs = (1, 2, 5) if decades > 1.5 else subs
+        axis.set_major_locator(LogLocator(10, subs=subs, numticks=9 * span))
+        axis.set_major_formatter(FuncFormatter(lambda v, _: _plain(v)))
+        axis.set_minor_locator(LogLocator(10, subs=tuple(range(1, 10)), numticks=9 * span))
+    else:
+        step = math.ceil(decades / max_labels)
+        axis.set_major_locator(LogLocator(10, subs=(1.0,), numticks=span))
+        axis.set_major_formatter(
+            FuncFormatter(lambda v, _: _decade(v) if round(math.log10(v)) % step == 0 else "")
+        )
+        minor = LogLocator(10, subs=tuple(range(2, 10)), numticks=9 * span)
+        axis.set_minor_locator(minor if decades <= 8 else NullLocator())
+    axis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+
+
 def _positive(xs: Sequence, ys: Sequence) -> tuple[list, list]:
     pairs = [(a, b) for a, b in zip(xs, ys, strict=True) if b is not None and b > 0]
     return [a for a, _ in pairs], [b for _, b in pairs]
@@ -103,7 +154,7 @@ def _save(fig, path: Path) -> Path:
 def plot_run(record: Mapping[str, Any], path: str | Path) -> Path:
     """q_l and E[delta_l^2] against the layer index (log axis): seeds, mean, median, predicted."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
     for ax, key, ylabel in (
         (axes[0], "q", "q_l = E[h_l^2] (forward)"),
         (axes[1], "grad_q", "E[delta_l^2] = E[(dL/dh_l)^2] (backward)"),
@@ -111,6 +162,7 @@ def plot_run(record: Mapping[str, Any], path: str | Path) -> Path:
         _draw(ax, record, key, "C0")
         _legend(ax, {record["init"]: "C0"})
         ax.set_yscale("log")
+        log_ticks(ax.yaxis)
         ax.set_xlabel("layer l")
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
@@ -131,12 +183,15 @@ def plot_sweep(records: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
     colors = {name: f"C{i % 10}" for i, name in enumerate(inits)}
     cols = min(3, len(groups))
     rows = math.ceil(len(groups) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(5.5 * cols, 4.2 * rows), squeeze=False, layout="constrained"
+    )
     for ax, (title, group) in zip(axes.flat, groups.items(), strict=False):
         for r in group:
             _draw(ax, r, "q", colors[r["init"]])
         _legend(ax, {r["init"]: colors[r["init"]] for r in group})
         ax.set_yscale("log")
+        log_ticks(ax.yaxis)
         ax.set_title(title, fontsize=8)
         ax.set_xlabel("layer l")
         ax.set_ylabel("q_l = E[h_l^2]")

@@ -1,20 +1,30 @@
-"""The report's figures (matplotlib, imported only to draw; the Agg backend, no display)."""
+"""The report's figures (matplotlib, imported only to draw; the Agg backend, no display).
+
+Each figure has to be readable for one run and for a whole study (225 runs), so: panels are
+faceted by what varies (``facets``: a grid, depth along the columns, norm down the rows), the
+figure is capped at MAX_WIDTH_IN x MAX_HEIGHT_IN inches however many panels it has (the panels
+shrink), each init has one colour across the figure and one legend below it lists every init,
+and notes are wrapped and cut to fit inside their own panel (``_Notes``).
+"""
 
 from __future__ import annotations
 
 import logging
 import math
 import statistics
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from initlab.propagation import PROPAGATION_FILE
-from initlab.propagation.plots import plot_sweep
+from initlab.propagation.plots import log_ticks, plot_sweep
 from initlab.report.aggregate import (
     INIT_ORDER,
     NORM_ORDER,
     Config,
+    Stat,
     config_label,
     order_of,
     speed_note,
@@ -26,10 +36,29 @@ from initlab.report.load import number, pct, report_thresholds, validations
 from initlab.report.tables import fmt_status
 from initlab.results import read_results
 
+if TYPE_CHECKING:
+    from matplotlib.colors import Normalize
+
 log = logging.getLogger(__name__)
 
+MAX_COLS = 5  # panels in a row before the grid wraps
+MAX_WIDTH_IN = 20.0  # every figure's cap in inches (pixels: times save_figure_atomic's dpi)
+MAX_HEIGHT_IN = 16.0
+ZOOM_FROM = 0.9  # the val curves' zoomed rows: accuracy from here to 1
+# Small type: a panel of the capped grid is about 4 x 3 inches.
+STYLE = {
+    "font.size": 8,
+    "axes.titlesize": 9,
+    "axes.labelsize": 8,
+    "xtick.labelsize": 7.5,
+    "ytick.labelsize": 7.5,
+    "legend.fontsize": 8,
+    "figure.titlesize": 10,
+}
+NOTE_COLOR = "firebrick"
 
-def pyplot():
+
+def pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -38,25 +67,43 @@ def pyplot():
     return plt
 
 
-def _colors(inits: Iterable[str]) -> dict[str, str]:
-    names = sorted(set(inits), key=lambda n: order_of(n, INIT_ORDER))
-    palette = [f"C{i}" for i in range(10)]
-    if len(names) > 10:
-        import matplotlib
+@dataclass
+class Panel:
+    """One panel of a faceted figure: its title, its configurations, its place in the grid."""
 
-        cmap = matplotlib.colormaps["tab20"]
-        palette = [cmap(i % 20) for i in range(len(names))]
-    return {n: palette[i % len(palette)] for i, n in enumerate(names)}
+    title: str
+    configs: list[Config]
+    row: int
+    col: int
 
 
-def _panels(configs: Sequence[Config], exclude: Sequence[str]) -> dict[str, list[Config]]:
-    """Configurations grouped by the varying fields not in ``exclude`` (one panel each)."""
+def facets(
+    configs: Sequence[Config], exclude: Sequence[str], max_cols: int = MAX_COLS
+) -> tuple[list[Panel], int, int]:
+    """One panel per value of the varying fields not in ``exclude``, and the grid's (rows, cols).
+
+    With two fields or more the last one (depth, in the depth study) runs along the columns when
+    it has at most ``max_cols`` values, the others down the rows, so a row reads along it;
+    otherwise the panels wrap in rows of at most ``max_cols``."""
     fields = [f for f in varying_fields(configs) if f not in exclude and f != "init params"]
     fields = [f for f in fields if len({str(c.key[f]) for c in configs}) > 1]
-    panels: dict[str, list[Config]] = {}
-    for c in sorted(configs, key=lambda c: tuple(_panel_order(f, c.key[f]) for f in fields)):
-        panels.setdefault(config_label(c, fields) or "all runs", []).append(c)
-    return panels
+    groups: dict[tuple, list[Config]] = {}
+    for c in configs:
+        groups.setdefault(tuple(_panel_order(f, c.key[f]) for f in fields), []).append(c)
+    keys = sorted(groups)
+
+    def panel(k: tuple, row: int, col: int) -> Panel:
+        return Panel(config_label(groups[k][0], fields) or "all runs", groups[k], row, col)
+
+    if len(fields) >= 2:
+        col_keys = sorted({k[-1] for k in keys})
+        row_keys = sorted({k[:-1] for k in keys})
+        if len(col_keys) <= max_cols:
+            panels = [panel(k, row_keys.index(k[:-1]), col_keys.index(k[-1])) for k in keys]
+            return panels, len(row_keys), len(col_keys)
+    rows = max(1, math.ceil(len(keys) / max_cols))
+    cols = max(1, math.ceil(len(keys) / rows))
+    return [panel(k, *divmod(i, cols)) for i, k in enumerate(keys)], rows, cols
 
 
 def _panel_order(name: str, value: Any) -> tuple:
@@ -67,24 +114,116 @@ def _panel_order(name: str, value: Any) -> tuple:
     return (math.inf, str(value))
 
 
-def _line_label(c: Config, with_params: bool) -> str:
-    label = c.key["init"]
-    if with_params:
-        label += f" ({c.key['init params']})"
-    counts = c.status_counts
-    extra = [f"{counts[s]} {s}" for s in ("diverged", "failed") if counts.get(s)]
-    return label + (f" [{', '.join(extra)}]" if extra else "")
+def _figure(plt: Any, cols: int, heights: Sequence[float], width: float, top: float) -> Any:
+    """A constrained-layout figure and its GridSpec: ``cols`` columns ``width`` inches wide and
+    rows ``heights`` inches high, all shrunk together to fit MAX_WIDTH_IN x MAX_HEIGHT_IN;
+    ``top``: inches kept for the title and the legend."""
+    w = min(width * cols, MAX_WIDTH_IN)
+    h = min(sum(heights), MAX_HEIGHT_IN - top)
+    fig = plt.figure(figsize=(w, h + top), layout="constrained")
+    return fig, fig.add_gridspec(len(heights), cols, height_ratios=list(heights))
 
 
-def _grid(plt, n: int, width: float = 6.0, height: float = 4.2, max_cols: int = 4):
-    cols = min(max_cols, n)
-    rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(
-        rows, cols, figsize=(width * cols, height * rows), squeeze=False, layout="constrained"
-    )
-    for ax in list(axes.flat)[n:]:
-        ax.set_visible(False)
-    return fig, list(axes.flat)[:n]
+def _init_label(c: Config, with_params: bool) -> str:
+    return c.key["init"] + (f" ({c.key['init params']})" if with_params else "")
+
+
+def _label_order(label: str) -> tuple:
+    return order_of(label.split(" ")[0], INIT_ORDER)
+
+
+def _colors(labels: Iterable[str]) -> dict[str, Any]:
+    """One colour per init label, in the inits' display order (tab20 past 10)."""
+    names = sorted(set(labels), key=_label_order)
+    palette: list[Any] = [f"C{i}" for i in range(10)]
+    if len(names) > 10:
+        import matplotlib
+
+        cmap = matplotlib.colormaps["tab20"]
+        palette = [cmap(i % 20) for i in range(len(names))]
+    return {n: palette[i % len(palette)] for i, n in enumerate(names)}
+
+
+def _legend(fig: Any, handles: list) -> None:
+    """The figure's one legend, below the panels (every init, whatever each panel shows; above
+    them the constrained layout would set it over the title)."""
+    ncols = min(len(handles), max(2, int(fig.get_figwidth() / 1.6)))
+    fig.legend(handles=handles, loc="outside lower center", ncols=ncols, frameon=False)
+
+
+def _top(handles: list, title: bool = True) -> float:
+    """Inches beside the panels for the title and a legend of ``handles``."""
+    return (0.5 if title else 0.15) + 0.25 * math.ceil(len(handles) / 4)
+
+
+def _init_handles(colors: Mapping[str, Any], **style: Any) -> list:
+    from matplotlib.lines import Line2D
+
+    return [Line2D([], [], color=c, label=n, **style) for n, c in colors.items()]
+
+
+def _title(fig: Any, text: str) -> None:
+    """The figure's title, wrapped to its width (about 2 characters per 11 pt at 10 pt type)."""
+    width = max(40, int(fig.get_figwidth() * 72 / 5.5))
+    fig.suptitle("\n".join(textwrap.wrap(text, width)))
+
+
+class _Notes:
+    """Texts inside panels, wrapped and cut to fit their axes once the layout has placed them:
+    a panel is too small to guess the length of a line in advance."""
+
+    def __init__(self) -> None:
+        self._items: list[tuple[Any, Any, str]] = []
+
+    def add(self, ax: Any, items: Sequence[str]) -> None:
+        """A note in the lower right corner (the val curves rise away from it)."""
+        if not items:
+            return
+        text = ax.text(
+            0.98,
+            0.03,
+            "",
+            transform=ax.transAxes,
+            ha="right",
+            va="bottom",
+            fontsize=7,
+            color=NOTE_COLOR,
+            zorder=5,
+            bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "none", "pad": 1.5},
+        )
+        text.set_in_layout(False)
+        self._items.append((ax, text, "; ".join(items)))
+
+    def fit(self, fig: Any) -> None:
+        if not self._items:
+            return
+        fig.draw_without_rendering()  # runs the layout: the axes are where they will be saved
+        renderer = fig.canvas.get_renderer()
+        for ax, text, raw in self._items:
+            box = ax.get_window_extent(renderer)
+            room_w, room_h = 0.93 * box.width, 0.92 * box.height
+            width = max(10, int(room_w / (0.55 * text.get_fontsize() * fig.dpi / 72)))
+            while True:
+                lines = textwrap.wrap(raw, width) or [""]
+                text.set_text("\n".join(lines))
+                extent = text.get_window_extent(renderer)
+                if extent.width <= room_w or width <= 10:
+                    break
+                width = max(10, int(width * 0.85))
+            while extent.height > room_h and len(lines) > 1:
+                lines = lines[:-1]
+                lines[-1] = lines[-1][: max(1, width - 2)] + " …"
+                text.set_text("\n".join(lines))
+                extent = text.get_window_extent(renderer)
+
+
+def _save(plt: Any, fig: Any, path: Path, notes: _Notes | None = None) -> Path:
+    try:
+        if notes is not None:
+            notes.fit(fig)
+        return save_figure_atomic(fig, path)
+    finally:
+        plt.close(fig)
 
 
 def curve(runs: Sequence[Mapping[str, Any]]):
@@ -106,82 +245,95 @@ def curve(runs: Sequence[Mapping[str, Any]]):
     )
 
 
+def _irregular(c: Config, label: str, seeds: int) -> list[str]:
+    """What a line does not show: its failed or diverged runs, seeds fewer than ``seeds``."""
+    counts = c.status_counts
+    what = [f"{counts[s]} {s}" for s in ("diverged", "failed") if counts.get(s)]
+    if len(c.runs) < seeds:
+        what.append(f"{len(c.runs)} of {seeds} seeds")
+    return [f"{label}: {', '.join(what)}"] if what else []
+
+
 def plot_val_curves(configs: Sequence[Config], path: Path) -> Path:
     """Val accuracy against step, one line per init (mean over seeds, min-max band), one panel
-    per value of the other varying fields (norm, depth, ...); a zoomed row below (acc >= 0.9)."""
+    per value of the other varying fields (norm down, depth across), each with a shorter zoomed
+    panel below (accuracy >= ZOOM_FROM) when some line gets there."""
     plt = pyplot()
-    shown = varying_fields(configs)
-    with_params = "init params" in shown
-    panels = _panels(configs, exclude=("init",))
-    colors = _colors(c.key["init"] for c in configs)
-    curves = {id(c): curve(c.runs) for c in configs}
-    zoom = any(len(v[1]) and v[1].max() >= 0.9 for v in curves.values())
-    n = len(panels)
-    cols = min(4, n)
-    rows = math.ceil(n / cols) * (2 if zoom else 1)
-    fig, axes = plt.subplots(
-        rows, cols, figsize=(6.2 * cols, 4.4 * rows), squeeze=False, layout="constrained"
-    )
-    band_rows = math.ceil(n / cols)
-    for ax in axes.flat:
-        ax.set_visible(False)
-    for i, (title, group) in enumerate(panels.items()):
-        r, col = divmod(i, cols)
-        targets = [(axes[r][col], False)]
-        if zoom:
-            targets.append((axes[r + band_rows][col], True))
-        for ax, zoomed in targets:
-            ax.set_visible(True)
-            no_curve, below = [], []
-            for c in sorted(group, key=lambda c: order_of(c.key["init"], INIT_ORDER)):
-                steps, mean, lo, hi = curves[id(c)]
-                label = _line_label(c, with_params)
-                if not len(steps):
-                    no_curve.append(label)
-                    continue
-                if zoomed and hi.max() < 0.9:
-                    below.append(f"{label} (max {hi.max():.3f})")
-                    continue
-                color = colors[c.key["init"]]
-                seeds = len([x for x in c.runs if validations(x)])
-                ax.plot(steps, mean, color=color, lw=1.8, label=f"{label}, {seeds} seed(s)")
-                ax.fill_between(steps, lo, hi, color=color, alpha=0.2, lw=0)
-                for x in c.runs:  # where a diverged run stopped
-                    h = validations(x)
-                    if x["status"] == "diverged" and h:
-                        ax.plot(h[-1]["step"], h[-1]["val_acc"], "x", color=color, ms=9, mew=2)
-            notes = ["no curve: " + "; ".join(no_curve)] if no_curve else []
-            notes += ["all below 0.9: " + "; ".join(below)] if below else []
-            if notes:
-                ax.text(
-                    0.02,
-                    0.02,
-                    "\n".join(notes),
-                    transform=ax.transAxes,
-                    fontsize=8,
-                    color="firebrick",
-                    va="bottom",
-                    bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "none"},
-                )
-            ax.set_ylim((0.9, 1.0) if zoomed else (0.0, 1.0))
-            ax.set_xlabel("optimizer step")
-            ax.set_ylabel("validation accuracy" + (" (zoom)" if zoomed else ""))
-            ax.set_title(title + ("  (zoom: 0.9-1.0)" if zoomed else ""), fontsize=10)
-            ax.grid(True, alpha=0.3)
-            if ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=8, loc="best")
-    fig.suptitle(
-        "Validation accuracy during training: line = mean over seeds, band = min-max over "
-        "seeds, x = a diverged run's last point",
-        fontsize=11,
-    )
-    try:
-        return save_figure_atomic(fig, path)
-    finally:
-        plt.close(fig)
+    with plt.rc_context(STYLE):
+        from matplotlib.lines import Line2D
+        from matplotlib.patches import Patch
+        from matplotlib.ticker import MaxNLocator
+
+        with_params = "init params" in varying_fields(configs)
+        panels, rows, cols = facets(configs, exclude=("init",))
+        labels = {id(c): _init_label(c, with_params) for c in configs}
+        colors = _colors(labels.values())
+        curves = {id(c): curve(c.runs) for c in configs}
+        zoom = any(len(m) and m.max() >= ZOOM_FROM for _, m, _, _ in curves.values())
+        seeds = max(len(c.runs) for c in configs)
+        width = 6.2 if cols == 1 else 4.6
+        per_row = [0.68 * width, 0.4 * width] if zoom else [0.68 * width]
+        diverged = any(
+            r["status"] == "diverged" and validations(r) for c in configs for r in c.runs
+        )
+        handles = _init_handles(colors, lw=2)
+        handles.append(Patch(color="grey", alpha=0.3, label="min-max over seeds"))
+        if diverged:
+            handles.append(
+                Line2D([], [], color="grey", marker="x", ls="none", label="a diverged run's end")
+            )
+        fig, grid = _figure(plt, cols, per_row * rows, width, _top(handles))
+        _legend(fig, handles)
+        notes = _Notes()
+        bottom = {col: max(p.row for p in panels if p.col == col) for col in range(cols)}
+        for p in panels:
+            main = fig.add_subplot(grid[p.row * len(per_row), p.col])
+            axes = [(main, False)]
+            if zoom:
+                axes.append((fig.add_subplot(grid[p.row * 2 + 1, p.col], sharex=main), True))
+                main.tick_params(labelbottom=False)
+            for ax, zoomed in axes:
+                empty, below, irregular = [], [], []
+                for c in sorted(p.configs, key=lambda c: _label_order(labels[id(c)])):
+                    steps, mean, lo, hi = curves[id(c)]
+                    label, color = labels[id(c)], colors[labels[id(c)]]
+                    if not len(steps):
+                        empty.append(f"{label}: no curve ({fmt_status(c.status_counts)})")
+                        continue
+                    irregular += _irregular(c, label, seeds)
+                    if zoomed and hi.max() < ZOOM_FROM:
+                        below.append(f"{label} {hi.max():.2f}")
+                        continue
+                    ax.plot(steps, mean, color=color, lw=1.6)
+                    ax.fill_between(steps, lo, hi, color=color, alpha=0.2, lw=0)
+                    for x in c.runs:  # where a diverged run stopped
+                        h = validations(x)
+                        if x["status"] == "diverged" and h:
+                            ax.plot(h[-1]["step"], h[-1]["val_acc"], "x", color=color, ms=8, mew=2)
+                if zoomed and below:
+                    notes.add(ax, [f"below {ZOOM_FROM} (best seed): " + ", ".join(below)])
+                elif not zoomed:
+                    notes.add(ax, empty + irregular)
+                    ax.set_title(p.title)
+                ax.set_ylim((ZOOM_FROM, 1.0) if zoomed else (0.0, 1.0))
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+                ax.grid(True, alpha=0.3)
+                if p.col == 0:
+                    ax.set_ylabel(
+                        f"val accuracy (zoom {ZOOM_FROM}-1)" if zoomed else "val accuracy"
+                    )
+                if p.row == bottom[p.col] and (zoomed or not zoom):
+                    ax.set_xlabel("optimizer step")
+        _title(
+            fig,
+            f"Validation accuracy during training: line = mean over seeds (n = {seeds} per line "
+            "unless noted in red), band = min-max over seeds"
+            + (f"; below each panel, a zoom on {ZOOM_FROM}-1" if zoom else ""),
+        )
+        return _save(plt, fig, path, notes)
 
 
-def _cell_text(c: Config | None) -> tuple[str, float | None]:
+def _cell_text(c: Config | None, with_n: bool) -> tuple[str, float | None]:
     """(annotation, mean test acc) of a heatmap cell."""
     if c is None:
         return "not run", None
@@ -193,67 +345,86 @@ def _cell_text(c: Config | None) -> tuple[str, float | None]:
     if st.std is not None:
         text += f"\n± {st.std:.3f}"
     bad = fmt_status({s: v for s, v in c.status_counts.items() if s != "ok"})
-    text += f"\nn={len(c.runs)}" + (f"\n{bad}" if bad else "")
+    text += (f"\nn={len(c.runs)}" if with_n else "") + (f"\n{bad}" if bad else "")
     return text, st.mean
 
 
+def heatmap_norm(configs: Sequence[Config]) -> Normalize:
+    """The heatmap's colour scale: from the lowest to the highest mean test accuracy shown (a
+    fixed 0-1 scale paints 0.96 and 0.99 the same); a band of 0.01 around a single value."""
+    from matplotlib.colors import Normalize
+
+    means = [m for m in (c.final("test_acc").mean for c in configs) if m is not None]
+    if not means:
+        return Normalize(0.0, 1.0)
+    low, high = min(means), max(means)
+    return Normalize(low, high) if high > low else Normalize(low - 0.005, high + 0.005)
+
+
+def text_color(rgba: Sequence[float]) -> str:
+    """Black or white, whichever reads on a cell of colour ``rgba`` (its luma)."""
+    r, g, b = rgba[:3]
+    return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
+
+
 def plot_heatmap(configs: Sequence[Config], path: Path) -> Path:
-    """Mean test accuracy, init (rows) x norm (columns); one panel per value of the other
-    varying fields (depth, ...)."""
+    """Mean test accuracy, init (rows) x norm (columns), each cell's value printed; one panel per
+    value of the other varying fields (depth, ...); the colour scale spans the data."""
     import numpy as np
 
     plt = pyplot()
-    shown = varying_fields(configs)
-    with_params = "init params" in shown
-    panels = _panels(configs, exclude=("init", "norm"))
-    fig, axes = _grid(plt, len(panels), width=5.8, height=4.8, max_cols=3)
+    with plt.rc_context(STYLE):
+        import matplotlib
+        from matplotlib.cm import ScalarMappable
 
-    def row_of(c: Config) -> str:
-        return c.key["init"] + (f" ({c.key['init params']})" if with_params else "")
+        with_params = "init params" in varying_fields(configs)
+        panels, rows, cols = facets(configs, exclude=("init", "norm"), max_cols=3)
+        norm, cmap = heatmap_norm(configs), matplotlib.colormaps["viridis"]
+        counts = {len(c.runs) for c in configs}
+        with_n = len(counts) > 1
+        n_inits = max(len({_init_label(c, with_params) for c in p.configs}) for p in panels)
+        n_norms = max(len({c.key["norm"] for c in p.configs}) for p in panels)
+        lines = max(_cell_text(c, with_n)[0].count("\n") + 1 for c in configs)
+        width = 1.3 + 1.0 * n_norms
+        height = 0.8 + (0.16 * lines + 0.12) * n_inits
+        fig, grid = _figure(plt, cols, [height] * rows, width, _top([]))
+        axes = []
+        for p in panels:
+            ax = fig.add_subplot(grid[p.row, p.col])
+            axes.append(ax)
+            inits = sorted({_init_label(c, with_params) for c in p.configs}, key=_label_order)
+            norms = sorted(
+                {c.key["norm"] for c in p.configs}, key=lambda n: order_of(n, NORM_ORDER)
+            )
+            cells = {(_init_label(c, with_params), c.key["norm"]): c for c in p.configs}
+            values = np.full((len(inits), len(norms)), np.nan)
+            for i, init in enumerate(inits):
+                for j, name in enumerate(norms):
+                    text, mean = _cell_text(cells.get((init, name)), with_n)
+                    if mean is not None:
+                        values[i, j] = mean
+                    color = NOTE_COLOR if mean is None else text_color(cmap(norm(mean)))
+                    ax.text(j, i, text, ha="center", va="center", fontsize=7.5, color=color)
+            ax.imshow(np.ma.masked_invalid(values), cmap=cmap, norm=norm, aspect="auto")
+            ax.set_xticks(range(len(norms)), norms)
+            ax.set_yticks(range(len(inits)), inits)
+            if p.row == rows - 1 or not any(q.row == p.row + 1 for q in panels if q.col == p.col):
+                ax.set_xlabel("normalization")
+            if p.col == 0:
+                ax.set_ylabel("init")
+            if len(panels) > 1:
+                ax.set_title(p.title)
+            ax.set_facecolor("#eeeeee")
+        if len({c.final("test_acc").mean for c in configs} - {None}) > 1:  # a scale to read
+            mappable = ScalarMappable(norm=norm, cmap=cmap)
+            fig.colorbar(mappable, ax=axes, shrink=0.8, label="mean test accuracy")
+        n = counts.pop() if not with_n else None
+        seeds = "the n seeds" if n is None else f"the {n} seed{'s' * (n != 1)}"
+        _title(fig, f"Test accuracy: mean ± sample std over {seeds} of each cell")
+        return _save(plt, fig, path)
 
-    image = None
-    for ax, (title, group) in zip(axes, panels.items(), strict=True):
-        rows = sorted(
-            {row_of(c) for c in group}, key=lambda r: order_of(r.split(" ")[0], INIT_ORDER)
-        )
-        cols = sorted({c.key["norm"] for c in group}, key=lambda n: order_of(n, NORM_ORDER))
-        cells = {(row_of(c), c.key["norm"]): c for c in group}
-        grid = np.full((len(rows), len(cols)), np.nan)
-        for i, r in enumerate(rows):
-            for j, n in enumerate(cols):
-                text, mean = _cell_text(cells.get((r, n)))
-                if mean is not None:
-                    grid[i, j] = mean
-                dark = mean is not None and mean < 0.6
-                ax.text(
-                    j,
-                    i,
-                    text,
-                    ha="center",
-                    va="center",
-                    fontsize=9,
-                    color="white" if dark else ("black" if mean is not None else "firebrick"),
-                )
-        image = ax.imshow(
-            np.ma.masked_invalid(grid), cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto"
-        )
-        ax.set_xticks(range(len(cols)), cols)
-        ax.set_yticks(range(len(rows)), rows)
-        ax.set_xlabel("normalization")
-        ax.set_ylabel("init")
-        if len(panels) > 1:
-            ax.set_title(title, fontsize=10)
-        ax.set_facecolor("#eeeeee")
-    if image is not None:
-        fig.colorbar(image, ax=axes, shrink=0.8, label="mean test accuracy")
-    fig.suptitle("Test accuracy: mean ± sample std over the n seeds of each cell", fontsize=11)
-    try:
-        return save_figure_atomic(fig, path)
-    finally:
-        plt.close(fig)
 
-
-def _errorbar_vs_depth(ax: Any, points: list[tuple[Any, Any]], color: Any, label: str) -> None:
+def _errorbar_vs_depth(ax: Any, points: list[tuple[Any, Stat]], color: Any) -> None:
     """Mean ± std against depth, for the (depth, Stat) points that have values."""
     points = [(d, s) for d, s in points if s.values]
     if points:
@@ -263,85 +434,119 @@ def _errorbar_vs_depth(ax: Any, points: list[tuple[Any, Any]], color: Any, label
             yerr=[s.std or 0.0 for _, s in points],
             color=color,
             marker="o",
+            ms=4,
             capsize=3,
-            label=label,
         )
+
+
+def _dodge(labels: Sequence[str], depths: Sequence[float]) -> dict[str, float]:
+    """Factors on depth (a log axis) that set the inits' points side by side rather than on top
+    of each other, all within a third of the smallest gap between two depths."""
+    if len(labels) < 2 or len(depths) < 2:
+        return dict.fromkeys(labels, 1.0)
+    gap = min(math.log2(b / a) for a, b in zip(depths, depths[1:], strict=False))
+    step = min(0.05, gap / 3 / (len(labels) - 1))
+    middle = (len(labels) - 1) / 2
+    return {label: 2 ** ((i - middle) * step) for i, label in enumerate(labels)}
 
 
 def plot_depth(configs: Sequence[Config], path: Path, speed_key: str | None = None) -> Path:
     """Test accuracy and steps to ``speed_key`` val accuracy (default: speed_threshold of the
     runs: 95% when recorded) against depth, one line per init; one column per value of the other
-    varying fields (norm, ...)."""
+    varying fields (norm, ...). The configurations whose seeds did not all reach the threshold
+    are marked in a strip between the two, one row per init, so that no marker hides another."""
     runs = [r for c in configs for r in c.runs]
     keys = report_thresholds(runs)
     key = speed_threshold(runs, keys) if speed_key is None else speed_key
     level = f"{pct(key)}%"
     note = speed_note(runs, keys, key)
     plt = pyplot()
-    shown = varying_fields(configs)
-    with_params = "init params" in shown
-    panels = _panels(configs, exclude=("init", "depth", "widths"))
-    colors = _colors(c.key["init"] for c in configs)
-    n = len(panels)
-    fig, axes = plt.subplots(2, n, figsize=(6.0 * n, 8.4), squeeze=False, layout="constrained")
-    depths = sorted({c.key["depth"] for c in configs if c.key["depth"] is not None})
-    for j, (title, group) in enumerate(panels.items()):
-        ax_acc, ax_steps = axes[0][j], axes[1][j]
-        lines: dict[str, list[Config]] = {}
-        for c in group:
-            label = c.key["init"] + (f" ({c.key['init params']})" if with_params else "")
-            lines.setdefault(label, []).append(c)
-        never_y = None
-        reached = [s for c in group for s in c.steps(key).values]
-        if reached:
-            never_y = max(reached) * 1.15
-        for label in sorted(lines, key=lambda lb: order_of(lines[lb][0].key["init"], INIT_ORDER)):
-            cs = sorted(lines[label], key=lambda c: c.key["depth"] or 0)
-            color = colors[cs[0].key["init"]]
-            _errorbar_vs_depth(
-                ax_acc, [(c.key["depth"], c.final("test_acc")) for c in cs], color, label
-            )
-            steps = [(c.key["depth"], c.steps(key)) for c in cs]
-            _errorbar_vs_depth(ax_steps, steps, color, label)
-            miss = [d for d, s in steps if s.n and not s.values]
-            if miss:
-                y = never_y if never_y is not None else 1.0
-                ax_steps.plot(miss, [y] * len(miss), "v", color=color, ms=9, mfc="none", mew=2)
-        if never_y is not None:
-            ax_steps.axhline(never_y, color="grey", ls=":", lw=1)
-            ax_steps.text(
-                0.01,
-                never_y,
-                f" never reached {level} (hollow triangles)",
-                fontsize=8,
-                color="grey",
-                va="bottom",
-                transform=ax_steps.get_yaxis_transform(),
-            )
-        for ax in (ax_acc, ax_steps):
-            ax.set_xscale("log", base=2)
-            ax.set_xticks(depths, [str(d) for d in depths])
-            ax.minorticks_off()
-            ax.set_xlabel("depth (hidden layers)")
-            ax.grid(True, alpha=0.3)
-            if ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=8)
-        low, high = ax_acc.get_ylim()
-        ax_acc.set_ylim(max(low, 0.0), min(high, 1.0))
-        ax_acc.set_ylabel("test accuracy (mean ± std)")
-        ax_acc.set_title(f"test accuracy vs depth: {title}", fontsize=10)
-        ax_steps.set_ylabel(f"steps to {level} val accuracy (mean ± std)")
-        ax_steps.set_title(f"steps to {level} vs depth: {title}", fontsize=10)
-        if not reached:
-            ax_steps.text(
-                0.5, 0.5, f"no run reached {level}", ha="center", transform=ax_steps.transAxes
-            )
-    if note:
-        fig.suptitle(note, fontsize=10)
-    try:
-        return save_figure_atomic(fig, path)
-    finally:
-        plt.close(fig)
+    with plt.rc_context(STYLE):
+        from matplotlib.lines import Line2D
+
+        with_params = "init params" in varying_fields(configs)
+        panels, _, _ = facets(configs, exclude=("init", "depth", "widths"))
+        labels = {id(c): _init_label(c, with_params) for c in configs}
+        colors = _colors(labels.values())
+        order = list(colors)
+        depths = sorted({c.key["depth"] for c in configs if c.key["depth"] is not None})
+        offsets = _dodge(order, depths)
+        steps = {id(c): c.steps(key) for c in configs}
+        short = [s for s in steps.values() if s.n and len(s.values) < s.n]
+        cols = min(len(panels), MAX_COLS)
+        width = 6.0 if cols == 1 else 4.4
+        block = [3.0, 0.3 + 0.17 * len(order), 3.0] if short else [3.0, 3.0]
+        handles = _init_handles(colors, marker="o", ms=4)
+        never = {"color": "grey", "marker": "v", "ls": "none", "ms": 7, "mew": 1.5}
+        if any(not s.values for s in short):
+            handles.append(Line2D([], [], mfc="none", label=f"no seed reached {level}", **never))
+        if any(s.values for s in short):
+            handles.append(Line2D([], [], label=f"some seeds did not reach {level}", **never))
+        blocks = math.ceil(len(panels) / cols)
+        fig, grid = _figure(plt, cols, block * blocks, width, _top(handles, bool(note)))
+        _legend(fig, handles)
+        first_acc = first_steps = None
+        for i, p in enumerate(panels):
+            b, col = divmod(i, cols)
+            at = b * len(block)
+            ax_acc = fig.add_subplot(grid[at, col], sharey=first_acc)
+            ax_steps = fig.add_subplot(grid[at + len(block) - 1, col], sharex=ax_acc)
+            if first_steps is not None:
+                ax_steps.sharey(first_steps)
+            first_acc, first_steps = first_acc or ax_acc, first_steps or ax_steps
+            ax_strip = fig.add_subplot(grid[at + 1, col], sharex=ax_acc) if short else None
+            lines: dict[str, list[Config]] = {}
+            for c in p.configs:
+                lines.setdefault(labels[id(c)], []).append(c)
+            for label in sorted(lines, key=_label_order):
+                cs = sorted(lines[label], key=lambda c: c.key["depth"] or 0)
+                color, shift = colors[label], offsets[label]
+                acc = [(c.key["depth"] * shift, c.final("test_acc")) for c in cs]
+                _errorbar_vs_depth(ax_acc, acc, color)
+                _errorbar_vs_depth(
+                    ax_steps, [(c.key["depth"] * shift, steps[id(c)]) for c in cs], color
+                )
+                for c in cs:
+                    s = steps[id(c)]
+                    if ax_strip is not None and s.n and len(s.values) < s.n:
+                        fill = color if s.values else "none"
+                        ax_strip.plot(
+                            c.key["depth"],
+                            order.index(label),
+                            "v",
+                            color=color,
+                            mfc=fill,
+                            ms=7,
+                            mew=1.5,
+                        )
+            if ax_strip is not None:
+                ax_strip.set_ylim(len(order) - 0.5, -0.5)
+                ax_strip.set_yticks(range(len(order)), order if col == 0 else [])
+                ax_strip.tick_params(labelbottom=False, length=0)
+                ax_strip.set_title(f"never reached {level}", fontsize=8)
+                ax_strip.grid(True, axis="x", alpha=0.3)
+            for ax in (ax_acc, ax_steps):
+                ax.set_xscale("log", base=2)
+                ax.set_xticks(depths, [str(d) for d in depths])
+                ax.minorticks_off()
+                ax.grid(True, alpha=0.3)
+                if col > 0:
+                    ax.tick_params(labelleft=False)
+            ax_steps.set_xlabel("depth (hidden layers)")
+            ax_acc.set_title(f"test accuracy: {p.title}")
+            ax_steps.set_title(f"steps to {level}: {p.title}")
+            if col == 0:
+                ax_acc.set_ylabel("test accuracy (mean ± std)")
+                ax_steps.set_ylabel(f"steps to {level} val accuracy (mean ± std)")
+            if not any(steps[id(c)].values for c in p.configs):
+                ax_steps.text(
+                    0.5, 0.5, f"no run reached {level}", ha="center", transform=ax_steps.transAxes
+                )
+        low, high = first_acc.get_ylim()
+        first_acc.set_ylim(max(low, 0.0), min(high, 1.02))  # 1.0 itself, not cut in half
+        if note:
+            _title(fig, note)
+        return _save(plt, fig, path)
 
 
 def plot_propagation(sweep_dir: Path, path: Path) -> Path | None:
@@ -379,7 +584,7 @@ def plot_gradient_profile(configs: Sequence[Config], path: Path) -> Path | None:
     """E[(dL/dh_l)^2] over the last hidden layer's, against the layer l (log axis): one colour
     per init, solid at step 0, dashed at the end of training; the geometric mean over seeds (the
     ratios are products of per-layer factors: their logs average). One panel per value of the
-    other varying fields. None when no run recorded a layer profile."""
+    other varying fields (norm down, depth across). None when no run recorded a layer profile."""
     curves: dict[int, dict[str, list[float]]] = {}
     for c in configs:
         for at in ("first", "last"):
@@ -392,56 +597,58 @@ def plot_gradient_profile(configs: Sequence[Config], path: Path) -> Path | None:
     if not curves:
         return None
     plt = pyplot()
-    from matplotlib.lines import Line2D
+    with plt.rc_context(STYLE):
+        from matplotlib.lines import Line2D
+        from matplotlib.ticker import MaxNLocator
 
-    with_params = "init params" in varying_fields(configs)
-    profiled = {id(c) for c in configs if any(_profile_ratios(x, "first") for x in c.runs)}
-    recorded = [
-        c for c in configs if any(isinstance(x.get("layer_profile"), Mapping) for x in c.runs)
-    ]
-    panels = _panels(recorded, exclude=("init",))
-    colors = _colors(c.key["init"] for c in configs)
-    fig, axes = _grid(plt, len(panels), width=7.0, height=4.4, max_cols=2)
-    for ax, (title, group) in zip(axes, panels.items(), strict=True):
-        handles = []
-        for c in sorted(group, key=lambda c: order_of(c.key["init"], INIT_ORDER)):
-            if id(c) not in curves:
-                continue
-            color = colors[c.key["init"]]
-            for at, style in (("first", "-"), ("last", "--")):
-                ys = curves[id(c)].get(at)
-                if ys is not None:
-                    ax.plot(range(1, len(ys) + 1), ys, style, marker="o", ms=3, color=color)
-            handles.append(Line2D([], [], color=color, label=_line_label(c, with_params)))
+        with_params = "init params" in varying_fields(configs)
+        profiled = {id(c) for c in configs if any(_profile_ratios(x, "first") for x in c.runs)}
+        recorded = [
+            c for c in configs if any(isinstance(x.get("layer_profile"), Mapping) for x in c.runs)
+        ]
+        panels, rows, cols = facets(recorded, exclude=("init",))
+        labels = {id(c): _init_label(c, with_params) for c in recorded}
+        colors = _colors(labels.values())
+        handles = _init_handles(colors, lw=2)
         handles += [
             Line2D([], [], color="black", ls="-", label="step 0"),
             Line2D([], [], color="black", ls="--", label="end of training"),
         ]
-        missing = [c.key["init"] for c in group if id(c) not in profiled]
-        if missing:
-            ax.text(
-                0.02,
-                0.02,
-                "no gradient below the top layer: " + ", ".join(missing),
-                transform=ax.transAxes,
-                fontsize=8,
-                color="firebrick",
-                va="bottom",
-            )
-        ax.set_yscale("log")
-        ax.axhline(1.0, color="grey", lw=0.8, ls=":")
-        ax.set_xlabel("hidden layer l (1 = next to the input)")
-        ax.set_ylabel("E[(dL/dh_l)²] / last hidden layer's")
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.set_title(title, fontsize=10)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    fig.suptitle(
-        "Back-propagated gradient across layers (geometric mean over seeds): below 1 toward the "
-        "input = vanishing; solid: step 0, dashed: end of training",
-        fontsize=10,
-    )
-    try:
-        return save_figure_atomic(fig, path)
-    finally:
-        plt.close(fig)
+        width = 6.5 if cols == 1 else 4.2
+        fig, grid = _figure(plt, cols, [0.72 * width] * rows, width, _top(handles))
+        _legend(fig, handles)
+        notes = _Notes()
+        bottom = {col: max(p.row for p in panels if p.col == col) for col in range(cols)}
+        for p in panels:
+            ax = fig.add_subplot(grid[p.row, p.col])
+            for c in sorted(p.configs, key=lambda c: _label_order(labels[id(c)])):
+                for at, style in (("first", "-"), ("last", "--")):
+                    ys = curves.get(id(c), {}).get(at)
+                    if ys is not None:
+                        ax.plot(
+                            range(1, len(ys) + 1),
+                            ys,
+                            style,
+                            marker="o",
+                            ms=2.5,
+                            color=colors[labels[id(c)]],
+                        )
+            missing = [labels[id(c)] for c in p.configs if id(c) not in profiled]
+            if missing:
+                notes.add(ax, ["no gradient below the top layer: " + ", ".join(missing)])
+            ax.set_yscale("log")
+            ax.axhline(1.0, color="grey", lw=0.8, ls=":")
+            log_ticks(ax.yaxis)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if p.row == bottom[p.col]:
+                ax.set_xlabel("hidden layer l (1 = next to the input)")
+            if p.col == 0:
+                ax.set_ylabel("E[(dL/dh_l)²] / last hidden layer's")
+            ax.set_title(p.title)
+            ax.grid(True, which="both", alpha=0.3)
+        _title(
+            fig,
+            "Back-propagated gradient across layers (geometric mean over seeds): below 1 toward "
+            "the input = vanishing; solid: step 0, dashed: end of training",
+        )
+        return _save(plt, fig, path, notes)
