@@ -3,7 +3,10 @@
 Hydra creates the run or sweep directory before the task function runs, and reports a bad
 override with a multi-line message and exit status 1. ``preflight`` first builds every job the
 command line asks for (the whole grid of a sweep, the experiment's included, in the order Hydra's
-basic sweeper runs them) and checks each before anything is written:
+basic sweeper runs them) and checks each before anything is written. A search (Optuna's sweeper,
+``hparams_search=...``) is checked without running Optuna: its choices are enumerated, and each
+interval or range by a job at each of its ends (``search_ends``), since a trial may sample
+anything between them:
 
 - its config (``initlab.config.validate``: types, ranges, unknown keys, values that clash);
 - its output dir: creatable, no path component over 255 bytes, and, when it already holds a run,
@@ -22,19 +25,22 @@ import copy
 import itertools
 import json
 import logging
+import math
 import os
 import re
 import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override
+from hydra.core.override_parser.types import IntervalSweep, Override, RangeSweep
 from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -65,6 +71,11 @@ def _one_line(text: str) -> str:
 
 def _missing_option(exc: MissingConfigException) -> str:
     group, _, option = (exc.missing_cfg_file or "").rpartition("/")
+    if (group, option) == ("hydra/sweeper", "optuna"):  # hparams_search's sweeper
+        return (
+            "hydra/sweeper=optuna needs the Optuna sweeper plugin, which is not installed: "
+            "pip install -e '.[optuna]' (hydra-optuna-sweeper)"
+        )
     options = ", ".join(sorted(exc.options or []))
     if group and options:
         return f"{group}={option} is not an option of config group '{group}': one of {options}"
@@ -88,33 +99,143 @@ def _type_error(exc: BaseException) -> str | None:
 
 
 def sweep_jobs(
-    overrides: Sequence[str], multirun: bool, sweeper_params: Mapping[str, Any] | None = None
+    overrides: Sequence[str],
+    multirun: bool,
+    sweeper_params: Mapping[str, Any] | None = None,
+    search: bool = False,
 ) -> list[list[str]]:
     """The override list of every job, as Hydra's basic sweeper makes them: the experiment's
     ``sweeper_params`` first, a key on the command line replacing the same key's grid, then the
-    product of every key's values in that order."""
+    product of every key's values in that order.
+
+    ``search``: the sweeper samples a search space (Optuna) instead: its choices are enumerated
+    as lists are, and an interval, or a range, is represented by its two ends (``search_ends``),
+    so the jobs are the corners of the space, not the trials the sweeper will run."""
+    return [[_line(v) for v in job] for job in _jobs(overrides, multirun, sweeper_params, search)]
+
+
+@dataclass(frozen=True)
+class End:
+    """One end of a searched interval or range, as the job that checks it sets it.
+
+    ``inside``: for an interval whose upper end is excluded (Optuna 2 samples [low, high)), the
+    value just below it, checked when the end itself is refused (``optimizer.momentum`` in
+    ``interval(0.5, 1)`` never takes 1)."""
+
+    line: str  # the override that sets the end: "init.gain=0.25"
+    sweep: str  # the override that asked for the search: "init.gain=interval(0.25, 4.0)"
+    end: str  # "lower" or "upper"
+    inside: str | None = None
+    floats: bool = False  # an interval of floats between whole numbers: int(...) was meant?
+
+    def where(self, message: str) -> str:
+        """Which end the message is about; with the hint that int(interval(...)) samples
+        integers when the value refused had to be one."""
+        hint = ""
+        if self.floats and "integer" in message:
+            hint = f" (it samples floats; int({self.sweep.split('=', 1)[1]}) samples integers)"
+        return f"{self.sweep}{hint} at its {self.end} bound"
+
+
+def _line(value: str | End) -> str:
+    return value.line if isinstance(value, End) else value
+
+
+def _choices(job: Sequence[str | End]) -> list[str]:
+    """A job of a search without its ends: the config's values where it searches."""
+    return [v for v in job if not isinstance(v, End)]
+
+
+def _jobs(
+    overrides: Sequence[str],
+    multirun: bool,
+    sweeper_params: Mapping[str, Any] | None,
+    search: bool,
+) -> list[tuple[str | End, ...]]:
     parser = OverridesParser.create()
     parsed = parser.parse_overrides(list(overrides))
     if not multirun:
         for o in parsed:
             if o.is_sweep_override():
                 raise BadInput(f"{o.input_line} is a sweep: add -m (--multirun) to run each value")
-        return [list(overrides)]
+        return [tuple(overrides)]
     params = [f"{k}={v}" for k, v in (sweeper_params or {}).items()]
-    axes: dict[str, list[str]] = {}
+    axes: dict[str, list[str | End]] = {}
     for o in parser.parse_overrides(params + list(overrides)):
         key = o.get_key_element()
+        value = o.value()
         if not o.is_sweep_override():
             axes[key] = [f"{key}={o.get_value_element_as_str()}"]
+        elif search and isinstance(value, (IntervalSweep, RangeSweep)) and not _shuffled(value):
+            axes[key] = list(search_ends(o))
         elif o.is_discrete_sweep():
             axes[key] = [f"{key}={v}" for v in o.sweep_string_iterator()]
+            if not axes[key]:
+                raise BadInput(f"{o.input_line} has no values: no job would run")
         else:
-            raise BadInput(f"{o.input_line}: the basic sweeper takes lists of values, not ranges")
-    return [list(job) for job in itertools.product(*axes.values())]
+            raise BadInput(
+                f"{o.input_line}: the basic sweeper runs lists of values, not intervals; search "
+                "an interval with Optuna: hparams_search=<name> or hydra/sweeper=optuna "
+                "(pip install -e '.[optuna]')"
+            )
+    return list(itertools.product(*axes.values()))
+
+
+def _shuffled(value: Any) -> bool:
+    return isinstance(value, RangeSweep) and value.shuffle
+
+
+def search_ends(o: Override) -> tuple[End, ...]:
+    """The ends of an interval or an (unshuffled) range that a search sweeper samples, as Optuna
+    2 does (hydra-optuna-sweeper): ``interval(a, b)`` floats in [a, b); ``int(interval(a, b))``
+    integers in [a, b]; ``tag(log, ...)`` the same on a log scale, a > 0; ``range(a, b, s)``
+    a + k*s up to b, b included. Raise BadInput for one Optuna refuses (or would sample
+    infinity from)."""
+    key, value = o.get_key_element(), o.value()
+    if isinstance(value, RangeSweep):
+        start, stop, step = value.start, value.stop, value.step
+        if not (step > 0 and start <= stop):
+            raise BadInput(
+                f"{o.input_line}: a searched range goes up from its start to its stop: "
+                "give start <= stop and a step > 0"
+            )
+        if all(isinstance(x, int) for x in (start, stop, step)):
+            high: float = start + (stop - start) // step * step
+        else:  # as Optuna's DiscreteUniformDistribution cuts it, in decimal
+            d_start, d_step = Decimal(str(start)), Decimal(str(step))
+            high = float((Decimal(str(stop)) - d_start) // d_step * d_step + d_start)
+            start = float(start)
+        ends, floats = [(start, "lower", None), (high, "upper", None)], False
+    else:
+        assert isinstance(value, IntervalSweep)
+        low, high = value.start, value.end
+        for end, name in ((low, "lower"), (high, "upper")):
+            if not math.isfinite(end):
+                raise BadInput(f"{o.input_line}: its {name} bound must be a finite number")
+        if low > high:
+            raise BadInput(f"{o.input_line}: its lower bound {low} is above its upper bound {high}")
+        if "log" in value.tags and low <= 0:
+            raise BadInput(f"{o.input_line}: a log-scale interval needs a lower bound > 0")
+        integers = isinstance(low, int) and isinstance(high, int)
+        inside = None if integers or low == high else math.nextafter(high, low)
+        ends = [(low, "lower", None), (high, "upper", inside)]
+        floats = not integers and float(low).is_integer() and float(high).is_integer()
+    out = [
+        End(f"{key}={x!r}", o.input_line, name, None if y is None else f"{key}={y!r}", floats)
+        for x, name, y in ends
+    ]
+    return tuple(out[:1] if out[0].line == out[1].line else out)
 
 
 # What preflight needs of Hydra's own section of a job's config.
-_HYDRA_KEYS = ("run.dir", "sweep.dir", "sweeper.params", "launcher._target_")
+_HYDRA_KEYS = (
+    "mode",
+    "run.dir",
+    "sweep.dir",
+    "sweeper._target_",
+    "sweeper.params",
+    "launcher._target_",
+)
 
 
 class _Composer:
@@ -225,14 +346,20 @@ def check(
     try:
         with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
             composer = _Composer(config_dir, config_name)
-            first = composer(sweep_jobs(overrides, multirun)[0])  # -m is checked here
+            first = composer(_settings_job(overrides))
+            # hydra.mode=MULTIRUN in a config (an hparams_search) sweeps without -m, as Hydra does
+            multirun = multirun or getattr(first["hydra"]["mode"], "name", None) == "MULTIRUN"
+            sweeper = str(first["hydra"]["sweeper._target_"] or "BasicSweeper")
+            search = multirun and not sweeper.endswith("BasicSweeper")
             params = first["hydra"]["sweeper.params"] if multirun else None
             if multirun:
                 _check_output_dir(Path(str(first["hydra"]["sweep.dir"])))
             seen: set[str] = set()
             identities: dict[str, Any] = {}
             devices: dict[str, Any] = {}
-            for job in sweep_jobs(overrides, multirun, params):
+
+            def check_job(job: Sequence[str], real: bool = True) -> None:
+                """``real``: a job the sweeper will run, not one at the ends of a search."""
                 cfg = composer(job)
                 validate_fn(cfg)
                 out = job_output_dir(cfg, multirun)
@@ -241,22 +368,89 @@ def check(
                 _once(seen, "data", cfg.get("data"), _check_data)
                 if runs:
                     _check_machine(cfg, seen, devices)
-                    _check_previous(cfg, out, identities)
-    except MissingConfigException as exc:
-        raise BadInput(_missing_option(exc)) from None
-    except (HydraException, OmegaConfBaseException) as exc:
-        message = (
-            _type_error(exc) or _unknown_key(exc, config_dir, config_name) or _one_line(str(exc))
-        )
-        raise BadInput(message) from None
-    except ConfigError as exc:
-        raise BadInput(str(exc)) from None
+                    if real:  # a dir named after the ends of a search is no trial's
+                        _check_previous(cfg, out, identities)
+
+            def passes_inside(job: Sequence[str | End]) -> bool:
+                """An excluded upper end refused: the job at the value just below it, as the
+                sweeper samples it."""
+                if not any(isinstance(v, End) and v.inside for v in job):
+                    return False
+                try:
+                    check_job([v.inside or v.line if isinstance(v, End) else v for v in job], False)
+                except Exception:
+                    return False
+                return True
+
+            jobs = _jobs(overrides, multirun, params, search)
+            # a search: its choices alone first (the config's values where it searches an
+            # interval), so that a refusal at the ends is the ends'
+            searched = [job for job in jobs if any(isinstance(v, End) for v in job)]
+            for job in dict.fromkeys(tuple(_choices(job)) for job in searched):
+                check_job(job, real=False)
+            for job in jobs:
+                ends = [v for v in job if isinstance(v, End)]
+                if not ends:
+                    check_job(job)
+                    continue
+                try:
+                    check_job([_line(v) for v in job], real=False)
+                except Exception as exc:
+                    if not passes_inside(job):
+                        raise _AtEnds(exc, ends) from None
+    except _AtEnds as at:
+        message = _bad_input(at.exc, config_dir, config_name)
+        if message is None:
+            raise at.exc from None
+        named = [e for e in at.ends if _key_of(e.line) in message] or at.ends
+        raise BadInput(f"{', '.join(e.where(message) for e in named)}: {message}") from None
     except Exception as exc:
-        if isinstance(exc, _refusals()):
-            raise BadInput(str(exc)) from None
-        raise
+        message = _bad_input(exc, config_dir, config_name)
+        if message is None:
+            raise
+        raise BadInput(message) from None
     finally:
         GlobalHydra.instance().clear()
+
+
+class _AtEnds(Exception):
+    """A job at the ends of a search space was refused: which ends, and why."""
+
+    def __init__(self, exc: Exception, ends: Sequence[End]) -> None:
+        super().__init__(str(exc))
+        self.exc, self.ends = exc, list(ends)
+
+
+def _key_of(line: str) -> str:
+    return line.split("=", 1)[0].lstrip("+~")
+
+
+def _settings_job(overrides: Sequence[str]) -> list[str]:
+    """The command line with each list at its first value and each interval left out: what
+    Hydra's own settings (mode, sweeper and its params, dirs) are composed from before the jobs
+    are known."""
+    job = []
+    for o in OverridesParser.create().parse_overrides(list(overrides)):
+        if not o.is_sweep_override():
+            job.append(o.input_line)
+        elif o.is_discrete_sweep():
+            first = next(iter(o.sweep_string_iterator()), None)
+            if first is not None:
+                job.append(f"{o.get_key_element()}={first}")
+    return job
+
+
+def _bad_input(exc: BaseException, config_dir: Path, config_name: str) -> str | None:
+    """The one line for an error that is bad input; None for one that is not (a bug)."""
+    if isinstance(exc, BadInput):
+        return str(exc)
+    if isinstance(exc, MissingConfigException):
+        return _missing_option(exc)
+    if isinstance(exc, (HydraException, OmegaConfBaseException)):
+        return _type_error(exc) or _unknown_key(exc, config_dir, config_name) or _one_line(str(exc))
+    if isinstance(exc, (ConfigError, *_refusals())):
+        return str(exc)
+    return None
 
 
 def _refusals() -> tuple[type[Exception], ...]:
