@@ -81,34 +81,39 @@ def _events(path):
 
 def test_callback_logs_per_layer_scalars_and_histograms(tmp_path):
     run(compose_train([*FAST, "model.depth=2", "trainer.max_epochs=2"]), tmp_path, SGD)
-    ea = _events(tmp_path / "tensorboard")
+    ea = _events(tmp_path)
     scalars, histograms = set(ea.Tags()["scalars"]), set(ea.Tags()["histograms"])
     for layer in ("fc1", "fc2"):
-        assert {f"{layer}/{k}" for k in PER_HIDDEN} <= scalars
-        assert {f"{layer}/update_ratio", f"{layer}/distinct_units"} <= scalars
-        assert {f"{layer}/weight", f"{layer}/preact", f"{layer}/grad"} <= histograms
-    assert {"out/weight_norm", "out/grad_norm", "out/update_ratio"} <= scalars
+        assert {f"watch/{k}/{layer}" for k in PER_HIDDEN} <= scalars
+        assert {f"watch/update_ratio/{layer}", f"watch/distinct_units/{layer}"} <= scalars
+        assert {
+            f"watch/weight/{layer}",
+            f"watch/preact/{layer}",
+            f"watch/grad/{layer}",
+        } <= histograms
+    assert {"watch/weight_norm/out", "watch/grad_norm/out", "watch/update_ratio/out"} <= scalars
+    assert not [t for t in scalars if not t.startswith(("watch/", "train/", "val/", "test/"))]
     # every_n_steps=50 by default, plus step 0 and each epoch's last step (13 steps per epoch)
-    assert [e.step for e in ea.Scalars("fc1/act_mean")] == [0, 12, 25]
-    assert [e.step for e in ea.Scalars("fc1/distinct_units")] == [0, 12, 25]
-    assert [e.value for e in ea.Scalars("fc1/distinct_units")] == [512, 512, 512]
-    assert [e.step for e in ea.Histograms("fc1/weight")] == [0, 12, 25]
+    assert [e.step for e in ea.Scalars("watch/act_mean/fc1")] == [0, 12, 25]
+    assert [e.step for e in ea.Scalars("watch/distinct_units/fc1")] == [0, 12, 25]
+    assert [e.value for e in ea.Scalars("watch/distinct_units/fc1")] == [512, 512, 512]
+    assert [e.step for e in ea.Histograms("watch/weight/fc1")] == [0, 12, 25]
 
 
 def test_every_n_steps_and_off(tmp_path):
     run(compose_train([*FAST, "diagnostics.every_n_steps=4"]), tmp_path / "a", SGD)
-    ea = _events(tmp_path / "a" / "tensorboard")
-    assert [e.step for e in ea.Scalars("fc1/grad_norm")] == [0, 4, 8, 12]
+    ea = _events(tmp_path / "a")
+    assert [e.step for e in ea.Scalars("watch/grad_norm/fc1")] == [0, 4, 8, 12]
     run(compose_train([*FAST, "diagnostics=off"]), tmp_path / "b", SGD)
-    tags = _events(tmp_path / "b" / "tensorboard").Tags()
-    assert not any(t.startswith("fc") for t in tags["scalars"]) and not tags["histograms"]
+    tags = _events(tmp_path / "b").Tags()
+    assert not any(t.startswith("watch/") for t in tags["scalars"]) and not tags["histograms"]
 
 
 def test_zero_init_is_one_unit_per_layer(tmp_path):
     run(compose_train([*FAST, "init=zero", "trainer.max_epochs=2"]), tmp_path, SGD)
-    ea = _events(tmp_path / "tensorboard")
+    ea = _events(tmp_path)
     for layer in ("fc1", "fc2"):
-        assert [e.value for e in ea.Scalars(f"{layer}/distinct_units")] == [1, 1, 1]
+        assert [e.value for e in ea.Scalars(f"watch/distinct_units/{layer}")] == [1, 1, 1]
 
 
 @pytest.mark.parametrize(("bias", "low", "high"), [(0.0, 0.0, 0.05), (-3.0, 0.5, 1.0)])
@@ -116,7 +121,7 @@ def test_dead_fraction_at_init(tmp_path, bias, low, high):
     """He init with zero bias: each unit is positive for about half the inputs, so dead units are
     rare; a bias of -3 standard deviations of the pre-activation kills most units."""
     run(compose_train([*FAST, "init=he", f"init.bias={bias}"]), tmp_path, SGD)
-    step0 = _events(tmp_path / "tensorboard").Scalars("fc2/dead_fraction")[0]
+    step0 = _events(tmp_path).Scalars("watch/dead_fraction/fc2")[0]
     assert step0.step == 0 and low <= step0.value <= high
 
 
@@ -137,8 +142,8 @@ def test_backpropagated_gradient_vanishes_for_standard_init_not_xavier(tmp_path,
     approximation errs by well under a factor 3, the margin both bounds allow."""
     overrides = [*FAST, "model.activation=tanh", "model.depth=5", "model.width=256", *init]
     record = run(compose_train(overrides), tmp_path, SGD)
-    ea = _events(tmp_path / "tensorboard")
-    ratios = {n: ea.Scalars(f"fc{n}/grad_preact_ratio")[0] for n in range(1, 6)}
+    ea = _events(tmp_path)
+    ratios = {n: ea.Scalars(f"watch/grad_preact_ratio/fc{n}")[0] for n in range(1, 6)}
     assert {r.step for r in ratios.values()} == {0} and ratios[5].value == pytest.approx(1.0)
     assert check(ratios[1].value)
     assert all(ratios[n].value < ratios[n + 1].value for n in range(1, 5))  # monotone toward fc5

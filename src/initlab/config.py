@@ -130,10 +130,12 @@ class DataConf:
 
 @dataclass
 class LoggerConf:
-    type: str = _setting(MISSING, "one of: tensorboard, none", _one_of("tensorboard", "none"))
+    type: str = _setting(
+        MISSING, "one of: tensorboard, csv, none", _one_of("tensorboard", "csv", "none")
+    )
     subdir: str | None = _setting(
         None,
-        "a directory name (no '/'), or null without a logger",
+        "a directory name (no '/'), or null for the run dir itself",
         _optional(lambda v: isinstance(v, str) and v not in ("", ".", "..") and "/" not in v),
         BOOKKEEPING,
     )
@@ -296,7 +298,7 @@ TRAINER_RULES: dict[str, tuple[str, Callable[[Any], bool], str]] = {
 }
 # Trainer arguments initlab sets itself, or that cannot work with how it trains
 TRAINER_REFUSED: dict[str, str] = {
-    "logger": "set by initlab: choose logger=tensorboard or logger=none",
+    "logger": "set by initlab: choose logger=tensorboard, logger=csv or logger=none",
     "callbacks": "set by initlab",
     "default_root_dir": "set by initlab to the run's output dir (hydra.run.dir / hydra.sweep.dir)",
     "enable_progress_bar": "set by initlab: use progress_bar=true|false",

@@ -21,6 +21,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
 from initlab._lightning import is_last_batch
+from initlab.dashboard import layer_tag
 from initlab.data import steps_of
 
 
@@ -228,21 +229,21 @@ class LayerDiagnostics(Callback):
         """What a step shows before its update: activations, gradients, the weights."""
         metrics: dict[str, Any] = {}
         if plan["stats"]:
-            metrics.update({f"{name}/grad_preact_q": q for name, q in grads.items()})
+            metrics.update({layer_tag("grad_preact_q", name): q for name, q in grads.items()})
         dead_masks: dict[str, Tensor] = {}
         for name, (pre, post) in captured.items():
             dead = (post == 0).all(dim=0)
             dead_masks[name] = dead
             if plan["stats"]:
-                metrics[f"{name}/act_mean"] = post.mean()
-                metrics[f"{name}/act_std"] = post.std()
-                metrics[f"{name}/preact_q"] = pre.pow(2).mean()
-                metrics[f"{name}/dead_fraction"] = dead.float().mean()
+                metrics[layer_tag("act_mean", name)] = post.mean()
+                metrics[layer_tag("act_std", name)] = post.std()
+                metrics[layer_tag("preact_q", name)] = pre.pow(2).mean()
+                metrics[layer_tag("dead_fraction", name)] = dead.float().mean()
         before: dict[str, Tensor] = {}
         grads: dict[str, Tensor] = {}
         for name, layer in _linears(net):
             if plan["stats"] and (norm := _weight_grad_norm(layer)) is not None:
-                metrics[f"{name}/grad_norm"] = norm
+                metrics[layer_tag("grad_norm", name)] = norm
             before[name] = layer.weight.detach().clone()
             leaf = _weight_leaf(layer)  # under weight norm, W is computed: use v's gradient
             if plan["histograms"] and leaf.grad is not None:
@@ -267,13 +268,15 @@ class LayerDiagnostics(Callback):
         if plan["stats"]:
             for name, layer in _linears(net):
                 w = layer.weight.detach()
-                metrics[f"{name}/weight_norm"] = w.norm()
+                metrics[layer_tag("weight_norm", name)] = w.norm()
                 before = pending["before"][name]
                 if before.norm() > 0:
-                    metrics[f"{name}/update_ratio"] = (w - before).norm() / before.norm()
+                    metrics[layer_tag("update_ratio", name)] = (w - before).norm() / before.norm()
         if plan["symmetry"]:
             for name, layer, _ in hidden_layers(net):
-                metrics[f"{name}/distinct_units"] = distinct_units(layer, pending["dead"].get(name))
+                metrics[layer_tag("distinct_units", name)] = distinct_units(
+                    layer, pending["dead"].get(name)
+                )
         metrics = _as_floats(metrics)
         if plan["stats"]:
             metrics.update(_gradient_ratios(net, metrics))
@@ -290,8 +293,8 @@ class LayerDiagnostics(Callback):
         profile = {
             "step": step,
             "layers": names,
-            "preact_q": [metrics.get(f"{n}/preact_q") for n in names],
-            "grad_preact_q": [metrics.get(f"{n}/grad_preact_q") for n in names],
+            "preact_q": [metrics.get(layer_tag("preact_q", n)) for n in names],
+            "grad_preact_q": [metrics.get(layer_tag("grad_preact_q", n)) for n in names],
         }
         self.profile.setdefault("first", profile)
         self.profile["last"] = profile
@@ -309,24 +312,24 @@ class LayerDiagnostics(Callback):
                 continue
             writer = logger.experiment
             for name, weight in pending["before"].items():
-                add_histogram(writer, f"{name}/weight", weight, step)
+                add_histogram(writer, layer_tag("weight", name), weight, step)
                 if name in pending["grads"]:
-                    add_histogram(writer, f"{name}/grad", pending["grads"][name], step)
+                    add_histogram(writer, layer_tag("grad", name), pending["grads"][name], step)
                 if name in pending["preacts"]:
-                    add_histogram(writer, f"{name}/preact", pending["preacts"][name], step)
+                    add_histogram(writer, layer_tag("preact", name), pending["preacts"][name], step)
 
 
 def _gradient_ratios(net: nn.Module, metrics: dict[str, float]) -> dict[str, float]:
     """grad_preact_q of each hidden layer over the last hidden layer's; none when that is 0 or
     not finite (zero init: no gradient reaches the hidden layers)."""
     names = [name for name, _, _ in hidden_layers(net)]
-    last = metrics.get(f"{names[-1]}/grad_preact_q") if names else None
+    last = metrics.get(layer_tag("grad_preact_q", names[-1])) if names else None
     if last is None or not (math.isfinite(last) and last > 0):
         return {}
     return {
-        f"{n}/grad_preact_ratio": metrics[f"{n}/grad_preact_q"] / last
+        layer_tag("grad_preact_ratio", n): metrics[layer_tag("grad_preact_q", n)] / last
         for n in names
-        if f"{n}/grad_preact_q" in metrics
+        if layer_tag("grad_preact_q", n) in metrics
     }
 
 

@@ -150,12 +150,11 @@ class Classifier(L.LightningModule):
         self.train_sums += torch.stack([loss_sum, correct, total, loss_sum, total])
 
     def log_at_step(self, metrics: dict[str, Tensor | float]) -> None:
-        """Write scalars to every logger at the current optimizer step (with the epoch, as
-        Lightning's own logging adds it)."""
+        """Write scalars to every logger at the current optimizer step (no ``epoch`` scalar: its
+        staircase would open the dashboard; the step is the x axis)."""
         if not self.loggers:
             return
         values = {k: float(v) for k, v in metrics.items()}
-        values["epoch"] = self.current_epoch
         for logger in self.loggers:
             logger.log_metrics(values, step=self.global_step)
 

@@ -29,3 +29,12 @@ def job_dirname(name: str, max_bytes: int = MAX_NAME_BYTES) -> str:
 def long_components(path: str | Path, max_bytes: int = MAX_NAME_BYTES) -> list[str]:
     """The components of ``path`` longer than ``max_bytes`` bytes (none: every one is fine)."""
     return [p for p in Path(path).parts if len(p.encode("utf-8")) > max_bytes]
+
+
+def dir_suffix(*parts: str | None) -> str:
+    """The end of a run or sweep directory's name after its time: "" without parts, else "_" and
+    the parts that are set, comma-joined ("_experiment=depth,debug=smoke", "_init=he"), so that
+    TensorBoard names a single run by its overrides and keeps smoke studies apart. ``parts`` are
+    "key=value" strings; one whose value is empty or None is left out."""
+    kept = [p for p in parts if p and not str(p).endswith(("=", "=None", "=null"))]
+    return job_dirname("_" + ",".join(kept), MAX_NAME_BYTES - 9) if kept else ""  # 9: HH-MM-SS_

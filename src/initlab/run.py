@@ -28,7 +28,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import OmegaConf
@@ -48,6 +48,14 @@ from initlab.checkpoint import (
     previous_path,
 )
 from initlab.config import EXTEND, role
+from initlab.dashboard import (
+    final_metrics,
+    hparam_values,
+    layout_summary,
+    session_end_summary,
+    session_start_summary,
+    write_summaries,
+)
 from initlab.data import MNISTDataModule
 from initlab.diagnostics import LayerDiagnostics
 from initlab.inits import apply_init
@@ -128,23 +136,6 @@ def describe(cfg: Mapping[str, Any]) -> dict[str, Any]:
         "optimizer": None,
         "batch_size": cfg["data"]["batch_size"],
         "max_epochs": cfg["trainer"]["max_epochs"],
-    }
-
-
-def hparams(record: Mapping[str, Any]) -> dict[str, Any]:
-    """Flat scalar hparams for TensorBoard's HPARAMS tab."""
-    return {
-        "init": record["init"],
-        "norm": record["norm"],
-        "depth": record["depth"],
-        "widths": "-".join(map(str, record["hidden_sizes"])),
-        "activation": record["activation"],
-        "optimizer": record["optimizer"]["name"],
-        "lr": record["optimizer"]["lr"],
-        "momentum": record["optimizer"].get("momentum") or 0.0,
-        "batch_size": record["batch_size"],
-        "seed": record["seed"],
-        "dataset": record["dataset"]["name"],
     }
 
 
@@ -307,8 +298,11 @@ def run(
             enable_progress_bar=progress_bar,
         )
         record["max_epochs"] = trainer.max_epochs
-        if logger is not None:
-            logger.log_hyperparams(hparams(record), {"hp/val_acc": 0.0, "hp/test_acc": 0.0})
+        if isinstance(logger, CSVLogger):
+            logger.log_hyperparams(hparam_values(cfg))  # hparams.yaml beside metrics.csv
+        if isinstance(logger, TensorBoardLogger):  # this run's HPARAMS session and the layout
+            session = session_start_summary(hparam_values(cfg), group_name=out.name)
+            write_summaries(logger.log_dir, [session, layout_summary()])
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
         except SIGTERMException:
@@ -361,11 +355,12 @@ def run(
         config=cfg,
     )
     if logger is not None:
-        logger.log_metrics(
-            {"hp/val_acc": final["val_acc"], "hp/test_acc": final["test_acc"]},
-            step=trainer.global_step,
-        )
+        logger.log_metrics(final_metrics(record), step=trainer.global_step)
         logger.finalize("success")
+    if isinstance(logger, TensorBoardLogger):
+        write_summaries(
+            logger.log_dir, [session_end_summary(record["status"])], trainer.global_step
+        )
     write_json_atomic(out / RESULTS_FILE, record)
     log.info(
         "%s: test_acc %.4f val_acc %.4f, %s train samples/s -> %s",
@@ -557,16 +552,16 @@ def _clear_previous(out: Path) -> None:
             shutil.rmtree(out / sub)
 
 
-def _logger(spec: Mapping[str, Any] | None, out: Path) -> TensorBoardLogger | None:
-    """TensorBoard logs in ``out/<subdir>`` itself: one run per job dir, so no version_N."""
+def _logger(spec: Mapping[str, Any] | None, out: Path) -> Logger | None:
+    """The run's logger, writing into ``out`` itself (or ``out/<subdir>``): one run per job
+    dir, named as the job (its overrides), so no version_N."""
     if not spec or spec.get("type") in (None, "none"):
         return None
+    save_dir = str(out / spec["subdir"]) if spec.get("subdir") else str(out)
+    if spec["type"] == "csv":
+        return CSVLogger(save_dir=save_dir, name="", version="")
     if spec["type"] != "tensorboard":
-        raise ValueError(f"logger.type={spec['type']!r} is not one of: tensorboard, none")
+        raise ValueError(f"logger.type={spec['type']!r} is not one of: tensorboard, csv, none")
     return TensorBoardLogger(
-        save_dir=str(out),
-        name=spec.get("subdir", "tensorboard"),
-        version="",
-        default_hp_metric=False,
-        log_graph=False,
+        save_dir=save_dir, name="", version="", default_hp_metric=False, log_graph=False
     )

@@ -18,8 +18,9 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 from initlab.config import PropagateConf, TrainConf
-from initlab.paths import job_dirname
+from initlab.paths import dir_suffix, job_dirname
 
 ConfigStore.instance().store(name="initlab_train", node=TrainConf, provider="initlab")
 ConfigStore.instance().store(name="initlab_propagate", node=PropagateConf, provider="initlab")
 OmegaConf.register_new_resolver("initlab_job_dir", job_dirname, replace=True)
+OmegaConf.register_new_resolver("initlab_dir_suffix", dir_suffix, replace=True)
