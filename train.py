@@ -7,6 +7,9 @@ A thin Hydra edge over initlab.run.run, which does the work without Hydra. Exit 
 every run finished (ok or diverged); 1 when a run failed (its results.json says why); 2 for bad
 input (one line, nothing written); 128 + N when signal N stopped it (130 Ctrl-C, 143 SIGTERM),
 its checkpoint saved: the same command resumes.
+
+torch and Lightning are imported inside ``main``, when a run starts: ``--help``, ``--hydra-help``
+and tab completion (``-sc``) print their text without them (tests/test_terminal.py checks it).
 """
 
 from __future__ import annotations
@@ -23,9 +26,7 @@ from omegaconf import DictConfig
 
 from initlab.cli import preflight
 from initlab.config import ConfigError, validate
-from initlab.data import DataError
 from initlab.hydra_callbacks import interrupted_sweep
-from initlab.run import RunInterrupted, RunMismatch, run
 
 log = logging.getLogger("initlab.train")
 
@@ -43,6 +44,13 @@ def main(cfg: DictConfig) -> float | None:
     progress = cfg.progress_bar
     if progress == "auto":
         progress = sys.stdout.isatty() and not multirun
+    # Before the run: Lightning's messages and the dependencies' warnings go to train.log only.
+    from initlab.callbacks import route_terminal
+
+    route_terminal(progress_bar=bool(progress), sweep_job=multirun)
+    from initlab.data import DataError
+    from initlab.run import RunInterrupted, RunMismatch, run
+
     try:
         results = run(
             cfg,
@@ -93,6 +101,13 @@ def _stop_between_runs(signum: int, frame: object) -> None:
         raise SweepStopped(signum)
 
 
+def _run_interrupted(exc: SystemExit) -> bool:
+    """Whether ``exc`` is initlab.run.RunInterrupted (a run stopped by a signal). That module is
+    imported by ``main`` before any run starts; other exits (--help, bad input) never load it."""
+    run_module = sys.modules.get("initlab.run")
+    return run_module is not None and isinstance(exc, run_module.RunInterrupted)
+
+
 if __name__ == "__main__":
     argv = sys.argv[1:]
     preflight(argv, Path(__file__).parent / "conf", "train")  # bad input: exit 2
@@ -101,8 +116,15 @@ if __name__ == "__main__":
         signal.signal(signal.SIGTERM, _stop_between_runs)
     try:
         main()
-    except RunInterrupted as exc:
-        interrupted_sweep(exc.sweep_dir, signal.Signals(exc.signum).name)
+    except SystemExit as exc:
+        if "--hydra-help" in argv and not exc.code:  # after Hydra's text: what each launcher is
+            from hydra_plugins.initlab_launchers import LAUNCHERS_HELP
+
+            print(LAUNCHERS_HELP)
+        if not _run_interrupted(exc):
+            raise
+        if sweeping:  # a single run said what it saved and how to resume
+            interrupted_sweep(exc.sweep_dir, signal.Signals(exc.signum).name)
         sys.exit(exc.code)
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM between runs, or a launcher waiting
         signum = getattr(exc, "signum", signal.SIGINT)

@@ -94,10 +94,46 @@ def plot_command(args: list[str]) -> int:
     return 0
 
 
+CONF = Path(__file__).parents[1] / "conf"
+
+
+def help_text(conf: Path = CONF) -> str:
+    """--help: what it does and writes (this docstring), the config groups of conf/propagate.yaml
+    with their options, and its own settings. conf/hydra/default.yaml's help is train.py's."""
+    primary = OmegaConf.load(conf / "propagate.yaml")
+    defaults = primary.get("defaults", [])
+    own = ", ".join(f"propagate.{k}" for k in primary.get("propagate", {}))
+    groups = [
+        next(iter(d))
+        for d in defaults
+        if OmegaConf.is_dict(d) and not next(iter(d)).startswith("hydra")
+    ]
+    lines = [
+        f"{g}: {', '.join(sorted(p.stem for p in (conf / g).glob('*.yaml')))}"
+        for g in groups
+        if (conf / g).is_dir()
+    ]
+    return "\n".join(
+        [
+            (__doc__ or "").strip(),
+            "",
+            "== Config groups (group=option) ==",
+            *lines,
+            "",
+            f"Its own settings: {own} (conf/propagate.yaml); all of them with their values:",
+            "python scripts/propagate.py --cfg job",
+            "More: README.md; python train.py --hydra-help (Hydra's flags, the launchers).",
+        ]
+    )
+
+
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--plot":
         sys.exit(plot_command(sys.argv[2:]))
+    if any(a in ("-h", "--help") for a in sys.argv[1:]):
+        print(help_text())
+        sys.exit(0)
     # bad input: one line and exit 2 before Hydra writes anything
-    conf = Path(__file__).parents[1] / "conf"
+    conf = CONF
     preflight(sys.argv[1:], conf, "propagate", validate_fn=validate, runs=False)
     main()

@@ -16,11 +16,16 @@ from pathlib import Path
 from initlab.report import PROPAGATION_FILE, write_report
 from initlab.results import find_results
 
+USAGE = "usage: python scripts/report.py <sweep dir>"
+
 
 def main(args: list[str]) -> int:
-    if len(args) != 1 or args[0] in ("-h", "--help"):
-        print("usage: python scripts/report.py <sweep dir>", file=sys.stderr)
-        return 0 if args and args[0] in ("-h", "--help") else 2
+    if args and args[0] in ("-h", "--help"):
+        print(f"{USAGE}\n\n{(__doc__ or '').strip()}")  # what it reads and writes
+        return 0
+    if len(args) != 1:
+        print(USAGE, file=sys.stderr)
+        return 2
     directory = Path(args[0])
     if not directory.is_dir():
         print(f"initlab: {directory} is not a directory", file=sys.stderr)

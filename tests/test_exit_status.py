@@ -54,7 +54,8 @@ def test_an_interrupted_sweep_tallies_what_finished_and_exits_non_zero(tmp_path)
     again = run_train(args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     log = again.stdout + again.stderr
-    assert "already finished (status ok): skipping" in log and "resuming from" in log
+    assert "job 1/3 skipped, already finished (ok, " in log  # one line per job
+    assert "resuming from" in (sweep / jobs.format(1) / "train.log").read_text()
     assert "3 ok, 0 diverged, 0 failed, 0 unreadable" in log
 
 
@@ -91,7 +92,7 @@ def test_a_job_dir_name_too_long_for_the_filesystem_is_shortened(tmp_path):
         assert f"model.hidden_sizes={sizes}" in overrides
         assert json.loads((job / "results.json").read_text())["hidden_sizes"] == [8] * 70
     again = run_train(args, cwd=tmp_path)  # the same names again: both runs are found, skipped
-    assert (again.stdout + again.stderr).count("already finished (status ok): skipping") == 2
+    assert again.stdout.count("skipped, already finished (ok, ") == 2
 
 
 def test_batch_norm_with_a_last_batch_of_one_sample_finishes(tmp_path):

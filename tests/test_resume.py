@@ -121,6 +121,6 @@ def test_relaunched_sweep_skips_its_finished_jobs(tmp_path):
     assert len(before) == 2
     second = run_train(args, cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert (second.stdout + second.stderr).count("already finished (status ok): skipping") == 2
+    assert second.stdout.count("skipped, already finished (ok, ") == 2
     assert {p: p.read_text() for p in sweep.glob("*/results.json")} == before
     assert "2 ok, 0 diverged, 0 failed" in second.stdout + second.stderr

@@ -69,7 +69,7 @@ def test_run_trains_on_synthetic_data(tmp_path):
     assert saved["final"]["val_acc"] == saved["history"][-1]["val_acc"]
     assert saved["timing"]["train_samples"] == 1600
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
-    tags = _scalars(tmp_path / "tensorboard")
+    tags = _scalars(tmp_path)
     expected = {"train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc"}
     assert expected <= tags
 
@@ -96,7 +96,7 @@ def test_blocks_of_steps_train_exactly_as_one_step_per_batch(tmp_path):
     for k in (1, 5):  # 13 steps per epoch: blocks of 5 start off the epoch's start
         cfg = compose_train([*common, f"steps_per_execution={k}"])
         records[k] = run(cfg, tmp_path / str(k), SGD)
-        events[k] = _events(tmp_path / str(k) / "tensorboard")
+        events[k] = _events(tmp_path / str(k))
     a, b = records[1], records[5]
     assert a["status"] == b["status"] == "ok"
     assert a["final"] == b["final"]
@@ -112,22 +112,29 @@ def test_blocks_of_steps_train_exactly_as_one_step_per_batch(tmp_path):
         assert events[1][tag] == events[5][tag], tag
     # every metric at its optimizer step: training every 2, diagnostics every 3, validation every 5
     assert [s for s, _ in events[5]["train/loss"]] == list(range(2, 27, 2))
-    assert [s for s, _ in events[5]["fc1/act_std"]] == [0, 3, 6, 9, 12, 15, 18, 21, 24, 25]
-    assert [s for s, _ in events[5]["fc1/distinct_units"]] == [0, 12, 25]
-    assert [s for s, _ in events[5]["fc1/weight"]] == [0, 4, 8, 12, 16, 20, 24, 25]
+    assert [s for s, _ in events[5]["watch/act_std/fc1"]] == [0, 3, 6, 9, 12, 15, 18, 21, 24, 25]
+    assert [s for s, _ in events[5]["watch/distinct_units/fc1"]] == [0, 12, 25]
+    assert [s for s, _ in events[5]["watch/weight/fc1"]] == [0, 4, 8, 12, 16, 20, 24, 25]
     assert [s for s, _ in events[5]["val/acc"]] == [0, 5, 10, 13, 15, 20, 25, 26]
 
 
 def test_hparams_reach_tensorboard(tmp_path):
     run(compose_train(FAST), tmp_path, SGD)
-    ea = EventAccumulator(str(tmp_path / "tensorboard"))
+    ea = EventAccumulator(str(tmp_path))
     ea.Reload()
     content = ea.PluginTagToContent("hparams")
     assert "_hparams_/session_start_info" in content
     blob = content["_hparams_/session_start_info"]
-    for name in [b"init", b"norm", b"depth", b"widths", b"lr", b"batch_size", b"seed", b"dataset"]:
+    for name in [b"init", b"norm", b"depth", b"widths", b"lr", b"batch_size", b"seed", b"data"]:
         assert name in blob
-    assert {"hp/val_acc", "hp/test_acc"} <= set(ea.Tags()["scalars"])
+    assert "_hparams_/session_end_info" in content
+    assert "_hparams_/experiment" not in content  # the sweep's, never a run's (initlab.dashboard)
+    scalars = set(ea.Tags()["scalars"])
+    assert {"val/acc", "test/acc", "val/auc", "train/diverged"} <= scalars  # HPARAMS' metrics
+    assert "epoch" not in scalars and not [t for t in scalars if t.startswith("hp/")]
+    # written once, at the last step: no placeholder at step 0
+    assert [e.step for e in ea.Scalars("test/acc")] == [ea.Scalars("val/acc")[-1].step]
+    assert [e.value for e in ea.Scalars("train/diverged")] == [0.0]
 
 
 def test_same_seed_same_results(tmp_path):
@@ -212,7 +219,7 @@ def test_cli_multirun_sweeps_init_x_norm(tmp_path):
     for job in jobs:
         r = _check_results(sweep / job / "results.json")
         assert f"init={r['init']},norm={r['norm']}" in job
-        assert list((sweep / job / "tensorboard").glob("events.out.tfevents.*"))
+        assert list((sweep / job).glob("events.out.tfevents.*"))
     assert "6 ok, 0 diverged, 0 failed" in proc.stdout + proc.stderr
 
 
@@ -296,5 +303,5 @@ def test_progress_bar_counts_optimizer_steps(tmp_path, capfd):
     """A training batch is a block of steps (5 here); the bar still counts the 13 steps."""
     run(compose_train([*FAST, "trainer.max_epochs=2"]), tmp_path, SGD, progress_bar=True)
     out = capfd.readouterr().out  # Lightning's bars write to stdout
-    assert "Epoch 1: 100%" in out and "13/13" in out, out[-2000:]
+    assert "epoch 2/2: 100%" in out and "13/13" in out, out[-2000:]  # 1-based, as the lines
     assert "/3 " not in out  # not the 3 blocks of the epoch

@@ -1,7 +1,9 @@
-"""Structured config of the ``local`` launcher, registered as ``hydra/launcher/initlab_local``.
+"""Structured config of the ``local`` launcher, registered as ``initlab_local_launcher``.
 
-``conf/hydra/launcher/local.yaml`` extends it. (The ``slurm`` configs extend
-hydra-submitit-launcher's ``submitit_slurm`` / ``submitit_local``: new ``_target_``, defaults.)
+``conf/hydra/launcher/local.yaml`` extends it (``- /initlab_local_launcher@_here_``). It is stored
+outside the ``hydra/launcher`` group, so that ``--hydra-help`` lists the launcher once, as
+``local``, not its schema beside it. (The ``slurm`` configs extend hydra-submitit-launcher's
+``submitit_slurm`` / ``submitit_local``: new ``_target_``, defaults.)
 """
 
 # No `from __future__ import annotations`: Hydra's plugin scanner runs this module before it is
@@ -27,8 +29,5 @@ class LocalLauncherConf:
 
 
 ConfigStore.instance().store(
-    group="hydra/launcher",
-    name="initlab_local",
-    node=LocalLauncherConf,
-    provider="initlab",
+    name="initlab_local_launcher", node=LocalLauncherConf, provider="initlab"
 )

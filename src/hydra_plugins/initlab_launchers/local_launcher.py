@@ -28,7 +28,7 @@ import multiprocessing as mp
 import os
 import traceback
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -40,7 +40,6 @@ from hydra.core.utils import (
     JobReturn,
     JobStatus,
     configure_log,
-    filter_overrides,
     run_job,
     setup_globals,
 )
@@ -96,23 +95,26 @@ class InitlabLocalLauncher(Launcher):
             len(job_overrides), self.n_jobs, self.gpus, self.cpus, self.threads_per_job
         )
         log.info("local launcher: %d jobs, %s", len(job_overrides), plan.describe())
-        log.info("Launching jobs, sweep output dir : %s", sweep_dir)
-        for idx, overrides in enumerate(job_overrides):
-            log.info("\t#%d : %s", initial_job_idx + idx, " ".join(filter_overrides(overrides)))
         # cloudpickle: the task function lives in the script's __main__ (train.main).
         payload = cloudpickle.dumps(
             (self.hydra_context, self.config, self.task_function, Singleton.get_state())
         )
         pool = _Pool(plan, payload, total)
         jobs = [(initial_job_idx + i, list(o)) for i, o in enumerate(job_overrides)]
-        lost: dict[int, str] = {}
-        returns = pool.run(jobs, lost)
-        for num, error in sorted(lost.items()):
-            from ._common import record_lost_job
+        returns: list[Any] = [None] * len(jobs)
 
-            returns[num - initial_job_idx] = record_lost_job(
-                self.hydra_context, self.config, jobs[num - initial_job_idx][1], num, error
-            )
+        def finished(index: int, ret: JobReturn | None, lost: str | None) -> None:
+            from initlab.hydra_callbacks import job_dir, job_finished
+
+            if ret is None:  # its worker died: record it as failed, now
+                from ._common import record_lost_job
+
+                num, overrides = jobs[index]
+                ret = record_lost_job(self.hydra_context, self.config, overrides, num, lost or "")
+            returns[index] = ret
+            job_finished(job_dir(ret), jobs[index][1], total)
+
+        pool.run(jobs, finished)
         assert all(isinstance(r, JobReturn) for r in returns)
         return returns
 
@@ -155,10 +157,15 @@ class _Pool:
         child.close()
         return _Worker(slot, process, parent)
 
-    def run(self, jobs: list[tuple[int, list[str]]], lost: dict[int, str]) -> list[Any]:
+    def run(
+        self,
+        jobs: list[tuple[int, list[str]]],
+        finished: Callable[[int, Any, str | None], None],
+    ) -> None:
+        """Run ``jobs``; as each ends, ``finished(index, its JobReturn, None)``, or
+        ``finished(index, None, why)`` when its worker died with it."""
         import cloudpickle
 
-        returns: list[Any] = [None] * len(jobs)
         pending = deque(range(len(jobs)))
         workers = [self._start(slot) for slot in range(self.plan.n_jobs)]
         try:
@@ -184,8 +191,8 @@ class _Pool:
                         while w.conn.poll():
                             msg = w.conn.recv()
                             if msg[0] == "done":
-                                returns[w.job] = cloudpickle.loads(msg[1])
-                                w.job = None
+                                index, w.job = w.job, None
+                                finished(index, cloudpickle.loads(msg[1]), None)
                             elif msg[0] == "init_error":
                                 raise RuntimeError(
                                     f"local launcher: worker {w.slot} could not start:\n{msg[1]}"
@@ -199,12 +206,10 @@ class _Pool:
                     if w.process.is_alive():  # its pipe broke, yet it lingers
                         w.process.kill()
                         w.process.join()
-                    num = jobs[w.job][0]
-                    lost[num] = _death(w.process.exitcode, w.process.pid)
-                    w.job = None
+                    index, w.job = w.job, None
+                    finished(index, None, _death(w.process.exitcode, w.process.pid))
         finally:
             _stop(workers)
-        return returns
 
 
 def _death(exitcode: int | None, pid: int | None) -> str:

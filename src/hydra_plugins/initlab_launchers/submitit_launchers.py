@@ -23,18 +23,20 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, filter_overrides, run_job, setup_globals
+from hydra.core.utils import JobReturn, run_job, setup_globals
 from hydra_plugins.hydra_submitit_launcher import submitit_launcher as _submitit
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
 job_log = logging.getLogger("initlab.launcher")  # the header line in each job's log
+POLL_S = {"slurm": 5.0, "local": 0.5}  # how often the launching process asks if a job ended
 
 
 class _Isolated:
@@ -95,6 +97,8 @@ class _Isolated:
         """The stock launch, except that a job without a result does not end the sweep."""
         import submitit
 
+        from initlab.hydra_callbacks import job_dir, job_finished
+
         from ._common import record_lost_job
 
         assert self.config is not None and self.hydra_context is not None
@@ -118,7 +122,6 @@ class _Isolated:
             }
         )
         sweep_dir = Path(str(self.config.hydra.sweep.dir))  # resolves and caches ${now:...}
-        log.info(f"Submitit '{self._EXECUTOR}' sweep output dir : {sweep_dir}")
         sweep_dir.mkdir(parents=True, exist_ok=True)
         if "mode" in self.config.hydra.sweep:
             os.chmod(sweep_dir, mode=int(str(self.config.hydra.sweep.mode), 8))
@@ -126,7 +129,6 @@ class _Isolated:
         job_params: list[Any] = []
         for idx, overrides in enumerate(job_overrides):
             num = initial_job_idx + idx
-            log.info(f"\t#{num} : {' '.join(filter_overrides(overrides))}")
             job_params.append(
                 (
                     list(overrides),
@@ -149,22 +151,36 @@ class _Isolated:
             self._EXECUTOR,
             " ".join(str(j.job_id) for j in jobs),
         )
-        returns: list[JobReturn] = []
-        for idx, job in enumerate(jobs):
+        returns: list[JobReturn | None] = [None] * len(jobs)
+        for idx, job in _as_completed(jobs, POLL_S[self._EXECUTOR]):
             num = initial_job_idx + idx
             try:
-                returns.append(job.results()[0])
+                ret = job.results()[0]
             except Exception as exc:  # submitit's UncompletedJobError / FailedJobError
-                returns.append(
-                    record_lost_job(
-                        self.hydra_context,
-                        self.config,
-                        job_overrides[idx],
-                        num,
-                        _lost_reason(job, exc),
-                    )
+                ret = record_lost_job(
+                    self.hydra_context,
+                    self.config,
+                    job_overrides[idx],
+                    num,
+                    _lost_reason(job, exc),
                 )
-        return returns
+            returns[idx] = ret
+            job_finished(job_dir(ret), list(job_overrides[idx]), self._total)
+        done = [r for r in returns if r is not None]
+        assert len(done) == len(returns)
+        return done
+
+
+def _as_completed(jobs: Sequence[Any], poll_s: float) -> Iterator[tuple[int, Any]]:
+    """(index, job) for each submitit job as it ends, polling every ``poll_s`` seconds (submitit
+    caches the scheduler's state between its own polls of sacct)."""
+    pending = dict(enumerate(jobs))
+    while pending:
+        ended = [i for i, job in pending.items() if job.done()]
+        for i in ended:
+            yield i, pending.pop(i)
+        if pending and not ended:
+            time.sleep(poll_s)
 
 
 def _lost_reason(job: Any, exc: Exception) -> str:
