@@ -103,7 +103,7 @@ def add_histogram(writer: Any, tag: str, values: Tensor, step: int, bins: int = 
 
 
 class LayerDiagnostics(Callback):
-    """Per-layer statistics logged as TensorBoard scalars grouped per layer (``fc1/...``).
+    """Per-layer statistics logged as TensorBoard scalars, ``watch/<quantity>/<layer>``.
 
     Every ``every_n_steps`` steps: for each hidden layer the activation mean and std, the
     pre-activation second moment q, the dead-unit fraction (units whose output is 0 for every input
