@@ -51,6 +51,20 @@ def prediction_lines(prediction: dict) -> str:
     return "\n".join(lines)
 
 
+def mean_field_line(record: dict) -> str:
+    """The inputs' q0 and pair correlation c0, and the theory's fixed points and depth scales
+    of the hidden layers (where they share one sigma_w2 and sigma_b2)."""
+    line = f"inputs: q0={record['q0']:.4g}, c0={record['c0']:.4f}"
+    mf = record.get("mean_field")
+    if mf:
+        line += (
+            f"\nmean field (sigma_w2={mf['sigma_w2']:.4g}, sigma_b2={mf['sigma_b2']:.4g}): "
+            f"q*={mf['q_star']:.4g}, c*={mf['c_star']:.4f}, chi_1={mf['chi_1']:.4f}, "
+            f"xi_q={mf['xi_q']:.3g}, xi_c={mf['xi_c']:.3g} layers"
+        )
+    return line
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="propagate")
 def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
@@ -67,13 +81,14 @@ def main(cfg: DictConfig) -> None:
     write_json_atomic(out / PROPAGATION_FILE, record)
     plot_run(record, out / PLOT_FILE)
     log.info(
-        "init=%s %s, %s inputs (%s), %d seeds\n%s\n%s",
+        "init=%s %s, %s inputs (%s), %d seeds\n%s\n%s\n%s",
         record["init"],
         "-".join(map(str, record["widths"])),
         record["inputs"]["kind"],
         record["inputs"]["dataset"],
         len(record["seeds"]),
         prediction_lines(record["prediction"]),
+        mean_field_line(record),
         table(record),
     )
     log.info("wrote %s and %s in %s", PROPAGATION_FILE, PLOT_FILE, out)

@@ -411,7 +411,9 @@ def test_the_activation_reaches_the_variance(activation, gain):
 
 
 def test_bias_override_and_defaults():
-    assert set(OWN_BIAS) == {"default"}
+    assert set(OWN_BIAS) == {"default", "mean_field"}
+    assert bias_moments("mean_field", {"sigma_w2": 2.0, "sigma_b2": 0.1}, 300, 200) == (0.0, 0.1)
+    assert bias_moments("mean_field", {"bias": 0.0}, 300, 200) == (0.0, 0.0)
     assert bias_moments("default", {"bias": None}, 300, 200) == (0.0, 1 / 900)
     assert bias_moments("default", {}, 300, 200) == (0.0, 1 / 900)
     assert bias_moments("default", {"bias": 0.5}, 300, 200) == (0.5, 0.0)
@@ -587,7 +589,7 @@ def _yaml(name):
 
 
 def test_the_init_group_is_exactly_the_18_inits():
-    assert len(INITS) == 18
+    assert len(INITS) == 19
     assert sorted(p.stem for p in (CONF / "init").glob("*.yaml")) == NAMES
 
 
@@ -595,7 +597,7 @@ def test_the_init_group_is_exactly_the_18_inits():
 def test_yaml_declares_every_parameter_with_the_functions_default(name):
     conf = _yaml(name)
     assert conf.pop("name") == name
-    assert conf.pop("bias") == (None if name == "default" else 0.0)
+    assert conf.pop("bias") == (None if name in OWN_BIAS else 0.0)  # null: the init draws its own
     assert sorted(conf) == sorted(init_parameters(name))
     fn = DATA_DEPENDENT.get(name, INITS[name])
     for key, value in conf.items():
@@ -713,3 +715,16 @@ def test_constant_stays_symmetric_on_real_mnist(tmp_path, mnist_root):
         layer.weight, layer.bias = nn.Parameter(w), nn.Parameter(b)
         assert (w - 0.1).abs().max() > 1e-3  # it trained
         assert distinct_units(layer) == 1
+
+
+def test_mean_field_draws_its_weights_and_biases():
+    """W ~ N(0, sigma_w2 / fan_in), b ~ N(0, sigma_b2): the sample variances of a 4096-wide net's
+    entries within 5 standard deviations of a sample variance, var * sqrt(2 / (n - 1))."""
+    torch.manual_seed(0)
+    layers = [nn.Linear(512, 4096)]
+    net = nn.Sequential(*layers)
+    apply_init(net, {"name": "mean_field", "sigma_w2": 3.0, "sigma_b2": 0.2, "bias": None})
+    w, b = layers[0].weight.detach().double(), layers[0].bias.detach().double()
+    for values, var in ((w, 3.0 / 512), (b, 0.2)):
+        n = values.numel()
+        assert abs(float(values.pow(2).mean()) - var) < 5 * var * math.sqrt(2 / (n - 1))

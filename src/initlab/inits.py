@@ -4,7 +4,7 @@ Each initializer fills one ``nn.Linear`` weight in place, ``INITS[name](weight, 
 from the torch global RNG (seeded once per run). Its keyword parameters come from the config
 (``init.std=0.05``, ``init.gain=2.0``, ``init.mode=fan_out``); fan sizes come from the weight's
 shape, ``(fan_out, fan_in)``. On a Parameter, call them under ``torch.no_grad()`` (as
-``apply_init`` does). Formulas, variances and sources of all 18: ``docs/inits.md``.
+``apply_init`` does). Formulas, variances and sources of all 19: ``docs/inits.md``.
 
 Each initializer declares, next to its draw, the closed-form variance of the weights it draws
 (``@declare_variance``): ``weight_variance`` reads it for the mean-field prediction
@@ -14,7 +14,8 @@ declares that, and why.
 Three small tables say what some inits need beyond one weight; ``apply_init`` reads them:
 
 - ``USES_ACTIVATION``: gets ``activation=`` (the model's), for its gain (kaiming, orthogonal).
-- ``OWN_BIAS``: sets its own biases, ``fn(bias, weight)``, when ``init.bias`` is null (default).
+- ``OWN_BIAS``: sets its own biases, ``fn(bias, weight, **the init's parameters it takes)``, when
+  ``init.bias`` is null (default, mean_field).
   For every other init, a null bias means 0.
 - ``DATA_DEPENDENT``: a second pass over the whole model on a batch of training inputs,
   ``fn(model, batch, **params)``, after every weight is filled (lsuv). Its ``INITS`` entry is the
@@ -252,6 +253,26 @@ def orthogonal_(weight: Tensor, gain: float | None = None, activation: str = "re
     nn.init.orthogonal_(weight, gain=_orthogonal_gain(gain, activation))
 
 
+@declare_variance(lambda fan_in, fan_out, sigma_w2, sigma_b2: sigma_w2 / fan_in)
+def mean_field_(weight: Tensor, sigma_w2: float = 1.0, sigma_b2: float = 0.05) -> None:
+    """Mean-field theory's family (Poole et al. 2016; Schoenholz et al. 2017): W ~ N(0,
+    sigma_w2 / fan_in), and (``mean_field_bias_``, unless ``init.bias`` is set) b ~ N(0,
+    sigma_b2). sigma_w2 and sigma_b2 set the order-to-chaos phase and the depth scales
+    (``initlab.propagation.theory``): with tanh and sigma_b2 = 0.05, critical at sigma_w2 = 1.76.
+    """
+    del sigma_b2  # the biases' (``mean_field_bias_``)
+    weight.normal_(0.0, math.sqrt(sigma_w2 / fans(weight)[0]))
+
+
+@declare_variance(lambda fan_in, fan_out, sigma_w2, sigma_b2: sigma_b2)
+def mean_field_bias_(
+    bias: Tensor, weight: Tensor, sigma_w2: float = 1.0, sigma_b2: float = 0.05
+) -> None:
+    """The mean-field family's bias: N(0, sigma_b2) per entry, whatever the layer's size."""
+    del weight, sigma_w2
+    bias.normal_(0.0, math.sqrt(sigma_b2))
+
+
 @declare_variance(lambda fan_in, fan_out: 1.0 / (3.0 * fan_in))
 def standard_(weight: Tensor) -> None:
     """Glorot & Bengio (2010) eq. (1), "the commonly used heuristic": U[-1/sqrt(fan_in),
@@ -376,12 +397,13 @@ INITS: dict[str, Init] = {
     "lecun": lecun_,
     "orthogonal": orthogonal_,
     "standard": standard_,
+    "mean_field": mean_field_,
     "default": default_,
     "lsuv": lsuv_preinit_,
     "zero_identity": zero_identity_,
 }
 USES_ACTIVATION = frozenset({"kaiming", "orthogonal"})
-OWN_BIAS: dict[str, Init] = {"default": default_bias_}
+OWN_BIAS: dict[str, Init] = {"default": default_bias_, "mean_field": mean_field_bias_}
 DATA_DEPENDENT: dict[str, Callable[..., None]] = {"lsuv": lsuv_}
 NORM_LAYERS = (nn.BatchNorm1d, nn.LayerNorm)
 
@@ -433,6 +455,13 @@ def weight_variance(
     return fn.variance(int(fan_in), int(fan_out), **kwargs)
 
 
+def _own_params(own: Callable[..., Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    """The init's parameters an OWN_BIAS function takes (after bias and weight), its defaults for
+    those ``params`` leaves out."""
+    declared = list(inspect.signature(own).parameters.values())[2:]
+    return {p.name: params.get(p.name, p.default) for p in declared}
+
+
 def bias_moments(
     name: str, params: Mapping[str, Any], fan_in: int, fan_out: int
 ) -> tuple[float, float]:
@@ -443,7 +472,9 @@ def bias_moments(
     if bias is not None:
         return float(bias), 0.0
     own = OWN_BIAS.get(name)
-    return 0.0, (0.0 if own is None else own.variance(int(fan_in), int(fan_out)))
+    if own is None:
+        return 0.0, 0.0
+    return 0.0, own.variance(int(fan_in), int(fan_out), **_own_params(own, params))
 
 
 def apply_init(
@@ -485,7 +516,8 @@ def apply_init(
             if bias is not None:
                 layer.bias.fill_(float(bias))
             elif name in OWN_BIAS:
-                OWN_BIAS[name](layer.bias, layer.weight)
+                own = OWN_BIAS[name]
+                own(layer.bias, layer.weight, **_own_params(own, params))
             else:
                 layer.bias.zero_()
         if second_pass is not None:

@@ -40,5 +40,6 @@ from __future__ import annotations
 PROPAGATION_FILE = "propagation.json"
 PLOT_FILE = "propagation.png"
 SWEEP_PLOT_FILE = "propagation_sweep.png"
-# 2: prediction.method is a mapping {"q", "post_q", "grad_q"} -> how (1: one string)
-SCHEMA_VERSION = 2
+# 2: prediction.method is a mapping {"q", "post_q", "grad_q"} -> how (1: one string);
+# 3: each layer's correlation "c"; "c0", "correlation", "mean_field" (fixed points, scales)
+SCHEMA_VERSION = 3

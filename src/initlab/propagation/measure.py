@@ -23,7 +23,27 @@ from initlab.data import MNISTDataModule
 from initlab.inits import INITS, apply_init, bias_moments, weight_variance
 from initlab.mlp import build_mlp, resolve_hidden_sizes
 from initlab.propagation import SCHEMA_VERSION
-from initlab.propagation.theory import predict
+from initlab.propagation.theory import (
+    c_star,
+    chi_1,
+    depth_scales,
+    predict,
+    predict_correlation,
+    q_star,
+)
+
+# The pair correlation c_l is averaged over every distinct pair of the first CORRELATION_INPUTS
+# inputs (19,900 pairs): a B x B Gram matrix per layer for all B would cost B^2 n per layer.
+CORRELATION_INPUTS = 200
+
+
+def mean_correlation(h: Tensor) -> float:
+    """Mean over distinct pairs (a, b) of the rows' cosine similarity <h_a, h_b> / |h_a| |h_b|:
+    the empirical c = E[h_a h_b] / sqrt(E[h_a^2] E[h_b^2]) over units. nan if a row is 0."""
+    u = h / h.norm(dim=1, keepdim=True)
+    g = u @ u.T
+    m = len(h)
+    return float((g.sum() - g.diagonal().sum()) / (m * (m - 1)))
 
 
 def measure(net: nn.Sequential, x: Tensor, y: Tensor) -> list[dict[str, float]]:
@@ -32,8 +52,9 @@ def measure(net: nn.Sequential, x: Tensor, y: Tensor) -> list[dict[str, float]]:
     Per Linear layer, in order: ``q`` (E[z^2] of the activation's input: the norm's output if
     there is one, else the Linear's; the logits for the output layer), ``q_linear``, ``post_q``
     and ``dead_fraction`` (hidden layers), ``grad_q`` (E[(B dL/dh)^2] at the Linear's output,
-    L = mean cross-entropy over the B inputs) and ``weight_grad_norm`` (||dL/dW||_F, with W the
-    effective weight, also under weight norm).
+    L = mean cross-entropy over the B inputs), ``weight_grad_norm`` (||dL/dW||_F, with W the
+    effective weight, also under weight norm) and ``c`` (``mean_correlation`` of the Linear's
+    output over the first ``CORRELATION_INPUTS`` inputs).
     """
     children = dict(net.named_children())
     linears = [(n, m) for n, m in children.items() if isinstance(m, nn.Linear)]
@@ -75,12 +96,43 @@ def measure(net: nn.Sequential, x: Tensor, y: Tensor) -> list[dict[str, float]]:
             "q_linear": float(h.pow(2).mean()),
             "grad_q": float((delta * batch).pow(2).mean()),
             "weight_grad_norm": float((delta.T @ r["input"].detach()).norm()),
+            "c": mean_correlation(h[:CORRELATION_INPUTS]),
         }
         if "a" in r:
             row["post_q"] = float(r["a"].pow(2).mean())
             row["dead_fraction"] = float((r["a"] == 0).all(dim=0).double().mean())
         rows.append(row)
     return rows
+
+
+def fixed_points(
+    sizes: Sequence[int],
+    weight_vars: Sequence[float | None],
+    biases: Sequence[tuple[float, float]],
+    activation: str,
+    norm: str,
+) -> dict[str, Any] | None:
+    """The mean-field fixed points and depth scales (``theory``) of the hidden-to-hidden layers,
+    when they all share one sigma_w2 = fan_in v and one sigma_b2 with zero-mean biases (what the
+    theory is for: a deep net of identical layers, no norm); None otherwise."""
+    inner = range(1, len(sizes) - 2)  # layers 2..L: hidden in and hidden out
+    if norm != "none" or not inner or any(weight_vars[k] is None for k in inner):
+        return None
+    sw = {round(sizes[k] * float(weight_vars[k]), 12) for k in inner}  # type: ignore[arg-type]
+    sb = {biases[k] for k in inner}
+    if len(sw) != 1 or len(sb) != 1 or next(iter(sb))[0] != 0.0:
+        return None
+    sigma_w2, sigma_b2 = next(iter(sw)), next(iter(sb))[1]
+    xi_q, xi_c = depth_scales(activation, sigma_w2, sigma_b2)
+    return {
+        "sigma_w2": sigma_w2,
+        "sigma_b2": sigma_b2,
+        "q_star": q_star(activation, sigma_w2, sigma_b2),
+        "c_star": c_star(activation, sigma_w2, sigma_b2),
+        "chi_1": chi_1(activation, sigma_w2, sigma_b2),
+        "xi_q": xi_q,
+        "xi_c": xi_c,
+    }
 
 
 def init_seeds(seed: int, n: int) -> list[int]:
@@ -159,6 +211,12 @@ def propagate(
     biases = [bias_moments(name, params, fi, fo) for fi, fo in fans]
     q0 = float(x.pow(2).mean())
     pred = predict(sizes, wvars, biases, q0, activation, norm)
+    c0 = mean_correlation(x[:CORRELATION_INPUTS])
+    pred_c = (
+        predict_correlation(sizes, wvars, biases, pred["q"], q0, c0, activation)
+        if norm == "none"
+        else [None] * len(fans)
+    )
     layers = []
     n_layers = len(fans)
     for k, (fi, fo) in enumerate(fans):
@@ -182,6 +240,7 @@ def propagate(
         layer["dead_fraction"] = _summary([c["dead_fraction"] for c in col]) if hidden else None
         layer["grad_q"] = _summary([c["grad_q"] for c in col], pred["grad_q"][k])
         layer["weight_grad_norm"] = _summary([c["weight_grad_norm"] for c in col])
+        layer["c"] = _summary([c["c"] for c in col], pred_c[k])
         layers.append(layer)
     if pred["q"][0] is None:
         note = INITS[name].no_variance or "no closed-form weight variance for this init"
@@ -200,12 +259,19 @@ def propagate(
         "widths": sizes,
         "seeds": list(seeds),
         "q0": q0,
+        "c0": c0,
+        "correlation": {
+            "inputs": min(CORRELATION_INPUTS, len(x)),
+            "pairs": min(CORRELATION_INPUTS, len(x)) * (min(CORRELATION_INPUTS, len(x)) - 1) // 2,
+            "predicted": pred_c[0] is not None,
+        },
         "prediction": {
             "available": pred["q"][0] is not None,
             "method": pred["method"],
             "backward": pred["grad_q"][0] is not None,
             "note": note,
         },
+        "mean_field": fixed_points(sizes, wvars, biases, activation, norm),
         "layers": layers,
     }
 

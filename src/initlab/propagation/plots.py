@@ -216,26 +216,32 @@ def find_propagation(sweep_dir: str | Path) -> list[Path]:
 
 def table(record: Mapping[str, Any]) -> str:
     """A markdown table of one record, per layer: the mean over seeds (``measured``), the median
-    and the prediction of q and E[delta^2]; post q, dead fraction and gradient norm (means)."""
+    and the prediction of q and E[delta^2]; post q, dead fraction and gradient norm (means); the
+    pair correlation c of the pre-activations, mean and predicted (records that have it)."""
 
     def fmt(v: float | None) -> str:
         return "-" if v is None else f"{v:.3g}"
+
+    def corr(v: float | None) -> str:  # near 1 in deep nets: 3 significant digits hide the gap
+        return "-" if v is None else f"{v:.4f}"
 
     def mean(s: Mapping[str, Any] | None) -> str:
         return fmt(s["measured"]) if s else "-"
 
     lines = [
         "| layer | fan_in | fan_out | q mean | q median | q predicted | post q | dead "
-        "| E[delta^2] mean | E[delta^2] median | E[delta^2] predicted | grad norm |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| E[delta^2] mean | E[delta^2] median | E[delta^2] predicted | grad norm "
+        "| c mean | c predicted |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for layer in record["layers"]:
-        q, g = layer["q"], layer["grad_q"]
+        q, g, c = layer["q"], layer["grad_q"], layer.get("c") or {}
         lines.append(
             f"| {layer['index']} | {layer['fan_in']} | {layer['fan_out']} "
             f"| {fmt(q['measured'])} | {fmt(q['median'])} | {fmt(q['predicted'])} "
             f"| {mean(layer['post_q'])} | {mean(layer['dead_fraction'])} "
             f"| {fmt(g['measured'])} | {fmt(g['median'])} | {fmt(g['predicted'])} "
-            f"| {mean(layer['weight_grad_norm'])} |"
+            f"| {mean(layer['weight_grad_norm'])} "
+            f"| {corr(c.get('measured'))} | {corr(c.get('predicted'))} |"
         )
     return "\n".join(lines)

@@ -71,26 +71,35 @@ ACTIVATION_FUNCTIONS: dict[str, tuple[Callable[[Array], Array], Callable[[Array]
 }
 
 
-def gaussian_expectation(
-    fs: Sequence[Callable[[Array], Array]], mean: float, var: float
-) -> list[float]:
-    """E[f(h)] for h ~ N(mean, var), for each f of ``fs``: composite Gauss-Legendre quadrature.
+def gaussian_nodes(mean: float, var: float, points: int = QUADRATURE_POINTS) -> tuple[Array, Array]:
+    """Nodes h and weights w with sum(w f(h)) = E[f(h)] for h ~ N(mean, var): composite
+    Gauss-Legendre quadrature, ``points`` nodes per panel.
 
     Panels at the Gaussian's scale (sd / 2, out to 12 sd) and, within |h| < 20, at the
     activations' (0.5, with an edge at 0): Gauss-Hermite with a fixed number of nodes misses the
     unit-scale features (tanh'(h)^2's bump) once var >> 1 (121 nodes: E[tanh'(h)^2] 6x too
-    large at var 784).
+    large at var 784). var 0: the one node ``mean``.
     """
     sd = math.sqrt(max(var, 0.0))
     if sd == 0.0:
-        return [float(f(np.array(mean))) for f in fs]
+        return np.array([float(mean)]), np.array([1.0])
     lo, hi = mean - 12.0 * sd, mean + 12.0 * sd
     inner = np.arange(-20.0, 20.25, 0.5)
     edges = np.unique(np.concatenate([np.linspace(lo, hi, 49), inner[(inner > lo) & (inner < hi)]]))
-    nodes, weights = np.polynomial.legendre.leggauss(QUADRATURE_POINTS)
+    nodes, weights = np.polynomial.legendre.leggauss(points)
     a, b = edges[:-1, None], edges[1:, None]
     h = (a + b) / 2 + (b - a) / 2 * nodes
     w = (b - a) / 2 * weights * _gauss_pdf((h - mean) / sd) / sd
+    return h.ravel(), w.ravel()
+
+
+def gaussian_expectation(
+    fs: Sequence[Callable[[Array], Array]], mean: float, var: float
+) -> list[float]:
+    """E[f(h)] for h ~ N(mean, var), for each f of ``fs`` (``gaussian_nodes``' rule)."""
+    if var <= 0.0:
+        return [float(f(np.array(mean))) for f in fs]
+    h, w = gaussian_nodes(mean, var)
     return [float((w * f(h)).sum()) for f in fs]
 
 
@@ -216,4 +225,225 @@ def predict(
                 "N(0, q_L) (Monte Carlo)"
             )
     out["method"] = method
+    return out
+
+
+# -- depth scales: the mean-field fixed points of a deep net (Poole et al. 2016; Schoenholz et
+# al. 2017, "Deep Information Propagation"). Weights N(0, sigma_w2 / fan_in), biases
+# N(0, sigma_b2), every layer alike; u1 = sqrt(q) z1, u2 = sqrt(q) (c z1 + sqrt(1 - c^2) z2):
+#   q map:    q' = sigma_w2 E[phi(sqrt(q) z)^2] + sigma_b2                       (fixed point q*)
+#   c map:    c' = (sigma_w2 E[phi(u1) phi(u2)] + sigma_b2) / q'                  (fixed point c*)
+#   chi_1 = sigma_w2 E[phi'(sqrt(q*) z)^2],   chi_c = sigma_w2 E[phi'(u1) phi'(u2)] at (q*, c*)
+#   xi_q = -1 / log(chi_1 + sigma_w2 E[phi''(u) phi(u)]),   xi_c = -1 / log(chi_c*)
+PAIR_QUADRATURE_POINTS = 10  # per panel and axis of the 2-D rule: (10 x ~100 panels)^2 nodes
+Q_STAR_MAX_ITER = 10_000
+Q_STAR_RTOL = 1e-13
+Q_DIVERGED = 1e30  # the q map iterated past this is taken to have no finite fixed point
+HOMOGENEOUS = ("relu", "leaky_relu", "linear")  # E[phi(sqrt(q) z)^2] = m q: the maps close
+_BISECTIONS = 60  # halvings of the bracket: 2^-60 of it, below float64 resolution
+
+
+def _check_activation(activation: str) -> None:
+    if activation not in ACTIVATION_FUNCTIONS:
+        raise ValueError(
+            f"activation={activation!r} is not one of: {', '.join(ACTIVATION_FUNCTIONS)}"
+        )
+
+
+def _relu_kernels(c: float) -> tuple[float, float]:
+    """(E[relu(u1) relu(u2)] / q, P(u1 > 0, u2 > 0)) for unit-variance u's of correlation c: the
+    arc-cosine kernels (Cho & Saul 2009), exact where quadrature would straddle the kink."""
+    theta = math.acos(c)
+    return (math.sqrt(1.0 - c * c) + (math.pi - theta) * c) / (2 * math.pi), (math.pi - theta) / (
+        2 * math.pi
+    )
+
+
+def pair_moments(activation: str, q: float, c: float) -> tuple[float, float]:
+    """(E[phi(u1) phi(u2)], E[phi'(u1) phi'(u2)]) for u1, u2 ~ N(0, q) of correlation c.
+
+    Closed forms for the piecewise-linear activations (leaky: phi = relu(u) - a relu(-u), and
+    relu(-u2) has correlation -c with u1); elsewhere tensor quadrature in (u1, e), u2 = c u1 + e
+    with e ~ N(0, q (1 - c^2)) independent of u1: ``gaussian_nodes`` on each axis.
+    """
+    _check_activation(activation)
+    c = min(max(float(c), -1.0), 1.0)
+    if activation == "linear":
+        return q * c, 1.0
+    if activation in ("relu", "leaky_relu"):
+        a = LEAKY_RELU_SLOPE if activation == "leaky_relu" else 0.0
+        k, k_neg = _relu_kernels(c), _relu_kernels(-c)
+        return q * ((1 + a * a) * k[0] - 2 * a * k_neg[0]), (1 + a * a) * k[1] + 2 * a * k_neg[1]
+    phi, dphi = ACTIVATION_FUNCTIONS[activation]
+    u1, w1 = gaussian_nodes(0.0, q, PAIR_QUADRATURE_POINTS)
+    e, w2 = gaussian_nodes(0.0, q * (1.0 - c * c), PAIR_QUADRATURE_POINTS)
+    u2 = c * u1[:, None] + e[None, :]
+    inner = (phi(u2) @ w2, dphi(u2) @ w2)  # E[. | u1], per node u1
+    return float(w1 @ (phi(u1) * inner[0])), float(w1 @ (dphi(u1) * inner[1]))
+
+
+def q_star(activation: str, sigma_w2: float, sigma_b2: float) -> float:
+    """The fixed point of the q map, iterated from q = 1 (the attracting one, which a deep net
+    reaches); math.inf where q grows without bound (relu with sigma_w2 >= 2).
+
+    The homogeneous activations have q' = sigma_w2 m q + sigma_b2: solved, not iterated.
+    """
+    _check_activation(activation)
+    if activation in HOMOGENEOUS:
+        slope = sigma_w2 * activation_moments(activation, 0.0, 1.0)[0]
+        return sigma_b2 / (1.0 - slope) if slope < 1.0 else math.inf
+    q = 1.0
+    for _ in range(Q_STAR_MAX_ITER):
+        new = sigma_w2 * activation_moments(activation, 0.0, q)[0] + sigma_b2
+        if not new < Q_DIVERGED:
+            return math.inf
+        if abs(new - q) <= Q_STAR_RTOL * max(new, 1e-300):
+            return new
+        q = new
+    return q  # converging algebraically (sigma_b2 = 0 at the critical point): the last iterate
+
+
+def correlation_map(
+    activation: str, sigma_w2: float, sigma_b2: float, c: float, q: float | None = None
+) -> float:
+    """c_{l+1} from c_l for two inputs with pre-activation second moment q (default q*).
+
+    Normalized by q_{l+1} = sigma_w2 E[phi(sqrt(q) z)^2] + sigma_b2, which is q* when q = q*:
+    a net still on its way to q* (the per-layer q of ``predict``) has c_{l+1} <= 1 as it must.
+    With q* infinite (relu, sigma_w2 >= 2) the q -> infinity limit: the bias drops out.
+    """
+    q = q_star(activation, sigma_w2, sigma_b2) if q is None else float(q)
+    if math.isinf(q):
+        q, sigma_b2 = 1.0, 0.0  # homogeneous phi: the map depends on q only through sigma_b2 / q
+    q_next = sigma_w2 * activation_moments(activation, 0.0, q)[0] + sigma_b2
+    if q_next == 0.0:
+        return 1.0  # both inputs map to 0 (sigma_b2 = 0, q = 0): the limit c -> 1
+    return (sigma_w2 * pair_moments(activation, q, c)[0] + sigma_b2) / q_next
+
+
+def chi_1(activation: str, sigma_w2: float, sigma_b2: float) -> float:
+    """sigma_w2 E[phi'(sqrt(q*) z)^2]: the slope of the c map at c = 1, and the per-layer factor of
+    E[delta^2] at q*; 1 at the edge of chaos. relu: sigma_w2 / 2 at every q."""
+    q = q_star(activation, sigma_w2, sigma_b2)
+    if math.isinf(q):
+        q = 1.0 if activation in HOMOGENEOUS else 1e8  # q-independent, or the q -> inf limit
+    return sigma_w2 * activation_moments(activation, 0.0, q)[1]
+
+
+def c_star(activation: str, sigma_w2: float, sigma_b2: float) -> float:
+    """The attracting fixed point of the c map in [0, 1].
+
+    E[phi(u1) phi(u2)] = sum_n a_n^2 q^n c^n (Hermite expansion), so the map f is increasing and
+    convex on [0, 1] with f(1) = 1 and f'(1) = chi_1: for chi_1 <= 1 (ordered, critical) c* = 1
+    is the only attractor; for chi_1 > 1 (chaotic) g = f(c) - c is >= 0 below the other root and
+    < 0 above it, which a bisection finds (c* = 0 when f(0) = 0, odd phi with sigma_b2 = 0).
+    """
+    if chi_1(activation, sigma_w2, sigma_b2) <= 1.0 or math.isinf(
+        q_star(activation, sigma_w2, sigma_b2)
+    ):
+        return 1.0  # relu past sigma_w2 = 2: the limit map c' = k(c) >= c still creeps to 1
+
+    def g(c: float) -> float:
+        return correlation_map(activation, sigma_w2, sigma_b2, c) - c
+
+    lo, hi = 0.0, None
+    for k in range(1, 50):  # find where g turns negative, approaching 1 by halving 1 - c
+        x = 1.0 - 2.0**-k
+        if g(x) < 0.0:
+            hi = x
+            break
+        lo = x
+    if hi is None:
+        return 1.0  # within 2^-49 of 1
+    for _ in range(_BISECTIONS):
+        mid = (lo + hi) / 2
+        if g(mid) >= 0.0:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def _depth(chi: float) -> float:
+    """-1 / log(chi): the number of layers over which a deviation shrinks by e; math.inf at or
+    past chi = 1, where nothing decays exponentially."""
+    return -1.0 / math.log(chi) if 0.0 < chi < 1.0 else (0.0 if chi <= 0.0 else math.inf)
+
+
+def depth_scales(activation: str, sigma_w2: float, sigma_b2: float) -> tuple[float, float]:
+    """(xi_q, xi_c): the depths over which q approaches q* and c approaches c*.
+
+    xi_q's slope chi_1 + sigma_w2 E[phi'' phi] is the q map's derivative at q*, computed as
+    sigma_w2 E[u phi(u) phi'(u)] / q* (Gaussian integration by parts: no phi'' needed, and
+    relu's delta-function phi'' contributes 0, as phi(0) = 0). xi_c from chi_c at c*: chi_1
+    in the ordered phase (c* = 1), below 1 away from the edge of chaos on both sides.
+    """
+    q = q_star(activation, sigma_w2, sigma_b2)
+    if math.isinf(q):
+        return math.inf, math.inf
+    phi, dphi = ACTIVATION_FUNCTIONS[activation]
+    if activation in HOMOGENEOUS:
+        slope_q = sigma_w2 * activation_moments(activation, 0.0, 1.0)[0]
+    elif q == 0.0:
+        slope_q = sigma_w2 * float(dphi(np.array(0.0))) ** 2
+    else:
+        (m,) = gaussian_expectation([lambda u: u * phi(u) * dphi(u)], 0.0, q)
+        slope_q = sigma_w2 * m / q
+    c = c_star(activation, sigma_w2, sigma_b2)
+    chi_c = sigma_w2 * pair_moments(activation, q, c)[1]
+    return _depth(slope_q), _depth(chi_c)
+
+
+def critical_sigma_w2(activation: str, sigma_b2: float) -> float:
+    """The sigma_w2 of the edge of chaos, chi_1 = 1: bisection on [0, hi], hi doubled from 1
+    until chi_1(hi) > 1 (chi_1 grows with sigma_w2 along the q* curve; chi_1(0) = 0)."""
+    _check_activation(activation)
+    if activation in HOMOGENEOUS:
+        return 1.0 / activation_moments(activation, 0.0, 1.0)[1]  # chi_1 = sigma_w2 E[phi'^2]
+    lo, hi = 0.0, 1.0
+    while chi_1(activation, hi, sigma_b2) <= 1.0:
+        lo, hi = hi, 2.0 * hi
+        if hi > 1e6:
+            raise ValueError(f"no edge of chaos for {activation} below sigma_w2 = 1e6")
+    for _ in range(_BISECTIONS):
+        mid = (lo + hi) / 2
+        if chi_1(activation, mid, sigma_b2) <= 1.0:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def predict_correlation(
+    sizes: Sequence[int],
+    weight_vars: Sequence[float | None],
+    biases: Sequence[tuple[float, float]],
+    q: Sequence[float | None],
+    q0: float,
+    c0: float,
+    activation: str = "relu",
+) -> list[float | None]:
+    """Mean-field c_l (pre-activation correlation of two inputs) of each Linear layer's output.
+
+    ``q`` is ``predict``'s per-layer q (the pre-activation second moment each layer's inputs come
+    from), ``c0`` the inputs' own correlation and ``q0`` their second moment. Layer 1 is linear in
+    the inputs: c_1 = (s_w q0 c0 + s_b) / (s_w q0 + s_b); then ``correlation_map`` with each
+    layer's own s_w = n_{l-1} v_l and s_b = bias variance. None throughout for biases with a mean
+    (the map assumes zero-mean pre-activations) or an unknown weight variance.
+    """
+    n_layers = len(sizes) - 1
+    out: list[float | None] = [None] * n_layers
+    if any(v is None for v in weight_vars) or any(b[0] != 0.0 for b in biases):
+        return out
+    sw = [sizes[k] * float(weight_vars[k]) for k in range(n_layers)]  # type: ignore[arg-type]
+    sb = [float(b[1]) for b in biases]
+    first = sw[0] * q0 + sb[0]
+    c = (sw[0] * q0 * c0 + sb[0]) / first if first > 0 else 1.0
+    out[0] = c
+    for k in range(1, n_layers):
+        q_prev = q[k - 1]
+        if q_prev is None:
+            break
+        c = correlation_map(activation, sw[k], sb[k], c, q=q_prev)
+        out[k] = c
     return out

@@ -38,6 +38,7 @@ INIT_ORDER = (
     "lecun",
     "orthogonal",
     "standard",
+    "mean_field",
     "default",
     "lsuv",
     "zero_identity",
