@@ -681,3 +681,27 @@ def test_no_gradient_plot_without_a_layer_profile(tmp_path: Path):
     md = write_report(d).read_text()
     assert not (d / "gradient_profile.png").exists() and "gradient_profile" not in md
     assert "## Claims" not in md  # a plain run tests no claim
+
+
+def test_phase_diagram_counts_cells_against_six_xi_c(tmp_path: Path):
+    """tanh, sigma_b2 0.05: xi_c is 3.63 at sigma_w2 1.0 (6 xi_c = 21.8) and 25.2 at 2.0. Depth 10
+    at 1.0 is between xi_c and 6 xi_c; depth 40 at 1.0 is beyond 6 xi_c (trained here: the bound
+    is contradicted there); depth 20 at 2.0 is within xi_c."""
+    from initlab.propagation.theory import depth_scales
+
+    d = tmp_path / "phase"
+    cells = {(1.0, 10): 0.9, (1.0, 40): 0.8, (2.0, 20): 0.95, (2.0, 40): 0.2}
+    for (sw, depth), acc in cells.items():
+        r = record("mean_field", "none", 0, train=acc, study="phase_diagram", hidden=(256,) * depth)
+        r["activation"] = "tanh"
+        r["init_params"] = {"sigma_w2": sw, "sigma_b2": 0.05, "bias": None}
+        write(d, f"init.sigma_w2={sw},model.depth={depth}", r)
+    assert 6 * depth_scales("tanh", 1.0, 0.05)[1] < 40 and depth_scales("tanh", 2.0, 0.05)[1] > 20
+    md = write_report(d).read_text()
+    assert "## Phase diagram" in md and "critical σ_w² is 1.761" in md
+    assert (
+        "Deeper than 6ξ_c (the theory: untrainable): **1 of 1 trained**: (σ_w² 1, depth 40)" in md
+    )
+    assert "Within ξ_c (the theory: trainable): **1 of 1 trained**." in md
+    assert "**does not hold** at (σ_w² 1, depth 40)" in md
+    assert (d / "phase_diagram.png").read_bytes().startswith(PNG)

@@ -256,6 +256,7 @@ SMOKE_SLICES = {
     "depth": ["init=lsuv", "norm=batchnorm", "model.depth=2,8", "seed=0"],
     "he2015": ["seed=0"],
     "glorot2010": ["seed=0"],
+    "phase_diagram": ["init.sigma_w2=1.0,4.0", "model.depth=10"],
 }
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 

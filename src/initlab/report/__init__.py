@@ -34,6 +34,7 @@ from initlab.report.files import (
     DEPTH_PLOT,
     GRADIENT_PLOT,
     HEATMAP_PLOT,
+    PHASE_PLOT,
     PROPAGATION_PLOT,
     SUMMARY_CSV,
     SUMMARY_MD,
@@ -45,6 +46,7 @@ from initlab.report.plots import (
     plot_depth,
     plot_gradient_profile,
     plot_heatmap,
+    plot_phase_diagram,
     plot_propagation,
     plot_val_curves,
 )
@@ -55,6 +57,7 @@ __all__ = [
     "DEPTH_PLOT",
     "GRADIENT_PLOT",
     "HEATMAP_PLOT",
+    "PHASE_PLOT",
     "PROPAGATION_FILE",
     "PROPAGATION_PLOT",
     "SUMMARY_CSV",
@@ -113,6 +116,11 @@ def write_report(sweep_dir: str | Path, plots: bool = True) -> Path:
                 "per init",
                 lambda: plot_depth(configs, root / DEPTH_PLOT, speed_key),
             )
+        attempt(
+            PHASE_PLOT,
+            "Phase diagram: accuracy over (σ_w², depth) with the mean-field depth scales",
+            lambda: plot_phase_diagram(configs, root / PHASE_PLOT),
+        )
         attempt(
             GRADIENT_PLOT,
             "Back-propagated gradient across layers, at step 0 and at the end, per init",

@@ -13,6 +13,7 @@ VAL_PLOT = "val_acc_vs_step.png"
 HEATMAP_PLOT = "test_acc_heatmap.png"
 DEPTH_PLOT = "depth.png"
 GRADIENT_PLOT = "gradient_profile.png"
+PHASE_PLOT = "phase_diagram.png"
 PROPAGATION_PLOT = "propagation.png"
 
 

@@ -652,3 +652,78 @@ def plot_gradient_profile(configs: Sequence[Config], path: Path) -> Path | None:
             "the input = vanishing; solid: step 0, dashed: end of training",
         )
         return _save(plt, fig, path, notes)
+
+
+def _edges(values: Sequence[float], log: bool = False) -> list[float]:
+    """Cell edges around sorted ``values``: midpoints between them (geometric when ``log``) and
+    half a step beyond the ends."""
+    vs = [math.log(v) for v in values] if log else list(values)
+    if len(vs) == 1:
+        mids, first, last = [], vs[0] - 0.5, vs[0] + 0.5
+    else:
+        mids = [(a + b) / 2 for a, b in zip(vs, vs[1:], strict=False)]
+        first, last = vs[0] - (vs[1] - vs[0]) / 2, vs[-1] + (vs[-1] - vs[-2]) / 2
+    edges = [first, *mids, last]
+    return [math.exp(e) for e in edges] if log else edges
+
+
+def plot_phase_diagram(configs: Sequence[Config], path: Path) -> Path | None:
+    """Training and val accuracy over (sigma_w2, depth), one cell per configuration of the
+    phase-diagram study, with the theory's xi_c and 6 xi_c over it and the critical sigma_w2
+    marked (initlab.report.phase). None when the configurations hold no such study."""
+    from initlab.report import phase
+
+    found = phase.cells(configs)
+    if not found:
+        return None
+    import numpy as np
+
+    plt = pyplot()
+    activation, sigma_b2 = found[0].activation, found[0].sigma_b2
+    xs = sorted({c.sigma_w2 for c in found})
+    ys = sorted({c.depth for c in found})
+    fig, axes = plt.subplots(1, 2, figsize=(13.0, 5.2), layout="constrained", squeeze=False)
+    lo, hi = _edges(xs)[0], _edges(xs)[-1]
+    sw, xi = phase.curve(activation, sigma_b2, max(lo, 1e-3), hi)
+    crit = phase.critical(activation, sigma_b2)
+    image = None
+    for ax, what in zip(axes[0], ("train_acc", "val_acc"), strict=True):
+        grid = np.full((len(ys), len(xs)), np.nan)
+        for c in found:
+            value = getattr(c, what)
+            if value is not None:
+                grid[ys.index(c.depth), xs.index(c.sigma_w2)] = value
+        image = ax.pcolormesh(
+            _edges(xs), _edges(ys, log=True), np.ma.masked_invalid(grid), cmap="viridis",
+            vmin=0.0, vmax=1.0,
+        )  # fmt: skip
+        for i, y in enumerate(ys):
+            for j, x in enumerate(xs):
+                if not math.isnan(grid[i, j]):
+                    color = text_color(image.cmap(image.norm(grid[i, j])))
+                    ax.text(x, y, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                            color=color)  # fmt: skip
+        # magenta and black read on viridis' dark blues and yellows alike
+        ax.plot(sw, [phase.DEPTH_FACTOR * v for v in xi], color="#e7298a", lw=2.2,
+                label=f"{phase.DEPTH_FACTOR} ξ_c (theory: trainable below)")  # fmt: skip
+        ax.plot(sw, xi, color="#e7298a", lw=1.4, ls="--", label="ξ_c")
+        ax.axvline(crit, color="black", lw=1.2, ls=":", label=f"critical σ_w² = {crit:.2f}")
+        ax.set_yscale("log")
+        ax.set_ylim(_edges(ys, log=True)[0], _edges(ys, log=True)[-1])
+        ax.set_xlim(lo, hi)
+        ax.set_yticks(ys, [str(y) for y in ys])
+        ax.minorticks_off()
+        ax.set_xlabel("σ_w² (weights N(0, σ_w²/fan_in))")
+        ax.set_ylabel("depth (hidden layers)")
+        title = "final training accuracy" if what == "train_acc" else "final val accuracy"
+        ax.set_title(title, fontsize=10)
+        ax.set_facecolor("#eeeeee")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=3, fontsize=8)
+    fig.colorbar(image, ax=list(axes[0]), shrink=0.9, label="accuracy")
+    fig.suptitle(
+        f"Phase diagram: {activation}, σ_b² = {sigma_b2:g}; mean over seeds per cell; lines: "
+        "mean-field depth scales",
+        fontsize=10,
+    )
+    return _save(plt, fig, path)

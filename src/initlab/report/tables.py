@@ -44,6 +44,7 @@ from initlab.report.load import (
     report_thresholds,
     steps_to,
 )
+from initlab.report.phase import cells, verdict_lines
 from initlab.results import CATEGORIES, STATUSES, UNREADABLE, format_counts
 
 VERDICTS = (HOLDS, CONTRADICTED, UNRESOLVED)
@@ -298,6 +299,7 @@ def render_summary(
                 "",
             ]
         lines += claims_section(found)
+        lines += verdict_lines(cells(configs))
     bad = [r for r in runs if r["status"] != "ok"]
     if bad:
         lines += ["## Failed and diverged runs", ""]
