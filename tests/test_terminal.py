@@ -70,7 +70,11 @@ LAUNCHERS = {
 }
 
 
-@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+@pytest.mark.parametrize(
+    "launcher",
+    # basic in make test; the spawning launchers (11-12 s each) with -m slow
+    [pytest.param(n, marks=pytest.mark.slow) if n != "basic" else n for n in sorted(LAUNCHERS)],
+)
 def test_a_sweep_prints_its_plan_one_line_per_job_and_no_boilerplate(tmp_path, launcher):
     extra, grid = LAUNCHERS[launcher]
     sweep = tmp_path / "sweep"
