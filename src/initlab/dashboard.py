@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from google.protobuf import struct_pb2
 from tensorboard.compat.proto import types_pb2
 from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
@@ -166,8 +167,6 @@ def _hparams_summary(tag: str, **data: Any) -> Summary:
 
 
 def _value(v: str | float | bool) -> Any:
-    from google.protobuf import struct_pb2
-
     if isinstance(v, bool):
         return struct_pb2.Value(bool_value=v)
     if isinstance(v, float):
@@ -201,8 +200,6 @@ def experiment_summary(
             kind, domain = api_pb2.DATA_TYPE_BOOL, sorted(values)
         else:
             kind, domain = api_pb2.DATA_TYPE_STRING, sorted(map(str, values))
-        from google.protobuf import struct_pb2
-
         infos.append(
             api_pb2.HParamInfo(
                 name=name,
@@ -268,12 +265,14 @@ def layout_summary() -> Summary:
     return Summary(value=[value])
 
 
-def write_summaries(logdir: str | Path, summaries: Iterable[Summary], step: int = 0) -> Path:
-    """Write ``summaries`` into an event file of their own in ``logdir`` (TensorBoard reads
-    every event file of a directory as one run)."""
+def write_summaries(
+    logdir: str | Path, summaries: Iterable[Summary], step: int = 0, suffix: str = ".initlab"
+) -> Path:
+    """Write ``summaries`` into an event file of their own in ``logdir``, named with ``suffix``
+    (TensorBoard reads every event file of a directory as one run)."""
     logdir = Path(logdir)
     logdir.mkdir(parents=True, exist_ok=True)
-    writer = EventFileWriter(str(logdir), filename_suffix=".initlab")
+    writer = EventFileWriter(str(logdir), filename_suffix=suffix)
     try:
         for summary in summaries:
             writer.add_event(Event(wall_time=time.time(), step=step, summary=summary))
@@ -299,10 +298,5 @@ def write_experiment(sweep_dir: str | Path, records: Sequence[Mapping[str, Any]]
     sweep_dir = Path(sweep_dir)
     for old in sweep_dir.glob(f"events.out.tfevents.*{EXPERIMENT_SUFFIX}"):
         old.unlink()
-    writer = EventFileWriter(str(sweep_dir), filename_suffix=EXPERIMENT_SUFFIX)
-    try:
-        for summary in (experiment_summary(jobs, metric_tags(thresholds)), layout_summary()):
-            writer.add_event(Event(wall_time=time.time(), step=0, summary=summary))
-    finally:
-        writer.close()
-    return sweep_dir
+    summaries = [experiment_summary(jobs, metric_tags(thresholds)), layout_summary()]
+    return write_summaries(sweep_dir, summaries, suffix=EXPERIMENT_SUFFIX)
