@@ -48,7 +48,7 @@ def main(cfg: DictConfig) -> float | None:
     from initlab.callbacks import route_terminal
 
     route_terminal(progress_bar=bool(progress), sweep_job=multirun)
-    from initlab.data import DataError
+    from initlab.errors import DataError
     from initlab.run import RunInterrupted, RunMismatch, run
 
     try:

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from initlab.cli import preflight
 from initlab.config import ConfigError
-from initlab.data import DataError
+from initlab.errors import DataError
 from initlab.propagation import PLOT_FILE, PROPAGATION_FILE, SWEEP_PLOT_FILE
 from initlab.propagation.measure import run_propagation, validate
 from initlab.propagation.plots import find_propagation, plot_run, plot_sweep, table

@@ -23,15 +23,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import itertools
-import json
-import logging
 import math
-import os
 import re
 import sys
-import tempfile
-import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -45,28 +40,23 @@ from hydra.errors import ConfigCompositionException, HydraException, MissingConf
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from initlab.config import FREE_FORM, ConfigError, allowed, validate
-from initlab.paths import MAX_NAME_BYTES, job_dirname, long_components
+from initlab.checks import (
+    check_data,
+    check_machine,
+    check_output_dir,
+    check_previous_run,
+    once,
+    one_line,
+)
+from initlab.config import FREE_FORM, allowed, validate
+from initlab.errors import BadInput, bad_input_errors
+from initlab.paths import job_dirname
 
 # Flags after which Hydra does something other than run the task: leave those to Hydra.
 _HYDRA_ONLY = {"-h", "--help", "--hydra-help", "--version", "-c", "--cfg", "-i", "--info",
                "-sc", "--shell-completion", "-p", "--package", "-cp", "--config-path",
                "-cn", "--config-name", "-cd", "--config-dir", "--experimental-rerun"}  # fmt: skip
 _MULTIRUN = {"-m", "--multirun"}
-
-
-class BadInput(ValueError):
-    """One line saying what in the command line is wrong and what is allowed."""
-
-
-def _one_line(text: str) -> str:
-    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
-    kept = []
-    for ln in lines:
-        if ln.startswith(("full_key", "object_type", "Set the environment", "Config search")):
-            break
-        kept.append(ln)
-    return " ".join(kept) or str(text)
 
 
 def _missing_option(exc: MissingConfigException) -> str:
@@ -79,7 +69,7 @@ def _missing_option(exc: MissingConfigException) -> str:
     options = ", ".join(sorted(exc.options or []))
     if group and options:
         return f"{group}={option} is not an option of config group '{group}': one of {options}"
-    return _one_line(str(exc))
+    return one_line(str(exc))
 
 
 def _type_error(exc: BaseException) -> str | None:
@@ -95,7 +85,7 @@ def _type_error(exc: BaseException) -> str | None:
         with contextlib.suppress(Exception):
             value = OverridesParser.create().parse_override(f"x={value}").value()
         return f"{key}={value!r} must be {what or 'of the declared type'}"
-    return f"{key}: {_one_line(str(cause))}" + (f" (allowed: {what})" if what else "")
+    return f"{key}: {one_line(str(cause))}" + (f" (allowed: {what})" if what else "")
 
 
 def sweep_jobs(
@@ -353,7 +343,7 @@ def check(
             search = multirun and not sweeper.endswith("BasicSweeper")
             params = first["hydra"]["sweeper.params"] if multirun else None
             if multirun:
-                _check_output_dir(Path(str(first["hydra"]["sweep.dir"])))
+                check_output_dir(Path(str(first["hydra"]["sweep.dir"])))
             seen: set[str] = set()
             identities: dict[str, Any] = {}
             devices: dict[str, Any] = {}
@@ -364,12 +354,12 @@ def check(
                 validate_fn(cfg)
                 out = job_output_dir(cfg, multirun)
                 # a job's dir is made in the sweep dir (checked above): only its name may fail
-                _check_output_dir(out, creatable=not multirun)
-                _once(seen, "data", cfg.get("data"), _check_data)
+                check_output_dir(out, creatable=not multirun)
+                once(seen, "data", cfg.get("data"), check_data)
                 if runs:
-                    _check_machine(cfg, seen, devices)
+                    check_machine(cfg, seen, devices)
                     if real:  # a dir named after the ends of a search is no trial's
-                        _check_previous(cfg, out, identities)
+                        check_previous_run(cfg, out, identities)
 
             def passes_inside(job: Sequence[str | End]) -> bool:
                 """An excluded upper end refused: the job at the value just below it, as the
@@ -447,26 +437,10 @@ def _bad_input(exc: BaseException, config_dir: Path, config_name: str) -> str | 
     if isinstance(exc, MissingConfigException):
         return _missing_option(exc)
     if isinstance(exc, (HydraException, OmegaConfBaseException)):
-        return _type_error(exc) or _unknown_key(exc, config_dir, config_name) or _one_line(str(exc))
-    if isinstance(exc, (ConfigError, *_refusals())):
+        return _type_error(exc) or _unknown_key(exc, config_dir, config_name) or one_line(str(exc))
+    if isinstance(exc, bad_input_errors()):
         return str(exc)
     return None
-
-
-def _refusals() -> tuple[type[Exception], ...]:
-    """Errors that are bad input: bad data, an output dir holding another run."""
-    from initlab.data import DataError
-    from initlab.run import RunMismatch
-
-    return (DataError, RunMismatch)
-
-
-def _once(seen: set[str], kind: str, part: Any, fn: Callable[[Any], None]) -> None:
-    """Run ``fn(part)`` once per distinct ``part`` (the jobs of a sweep share most of theirs)."""
-    key = kind + json.dumps(part, sort_keys=True, default=str)
-    if key not in seen:
-        seen.add(key)
-        fn(part)
 
 
 def _unknown_key(exc: BaseException, config_dir: str | Path, config_name: str) -> str | None:
@@ -492,201 +466,6 @@ def _unknown_key(exc: BaseException, config_dir: str | Path, config_name: str) -
     if parent in FREE_FORM:  # their keys are the init's, optimizer's or Trainer's arguments
         message += f"; to give another argument of {FREE_FORM[parent]} use +{key}=..."
     return message
-
-
-# -- output dirs ---------------------------------------------------------------------------------
-def _can_create(path: Path) -> bool:
-    probe = path.resolve()
-    while not probe.exists():
-        probe = probe.parent
-    try:
-        with tempfile.TemporaryFile(dir=probe):
-            return True
-    except OSError:
-        return False
-
-
-def _check_output_dir(path: Path, creatable: bool = True) -> None:
-    """Each of the dir's names fits a filesystem, and (``creatable``) it can be created or
-    exists, writable."""
-    too_long = long_components(path)
-    if too_long:
-        name = too_long[0]
-        raise BadInput(
-            f"output directory {path} has a name of {len(name.encode())} bytes ({name[:40]}...): "
-            f"a filesystem allows at most {MAX_NAME_BYTES}; choose a shorter hydra.run.dir / "
-            "hydra.sweep.dir"
-        )
-    if creatable and not _can_create(path):
-        raise BadInput(f"output directory {path} cannot be created or written")
-
-
-def _check_previous(cfg: Mapping[str, Any], out: Path, identities: dict[str, Any]) -> None:
-    """A dir that holds a run must hold this one (its fingerprint), or the command is refused.
-    ``identities`` caches the dataset identity per data config."""
-    if not ((out / "results.json").exists() or (out / "checkpoints").is_dir()):
-        return
-    task = {k: v for k, v in cfg.items() if k != "hydra"}
-    if task.get("force"):
-        return
-    from initlab import fingerprint as fp
-    from initlab.run import previous_run
-
-    key = json.dumps(task["data"], sort_keys=True, default=str)
-    if key not in identities:
-        identities[key] = _dataset_identity(task["data"], task)
-    identity = identities[key]
-    asked = fp.fingerprint(task, identity)
-    previous_run(out, asked, repair=False, dataset=identity is not None)
-
-
-def _dataset_identity(data: Mapping[str, Any], cfg: Mapping[str, Any]) -> dict[str, Any] | None:
-    """What the run would read, as its data module states it; None when only the run can tell
-    (MNIST absent and to be downloaded)."""
-    from initlab.data import mnist_present
-    from initlab.run import data_module
-
-    if data["name"] == "mnist" and data["download"] and not mnist_present(data["root"]):
-        return None
-    quiet = {**cfg, "data": {**data, "download": False}}
-    with warnings.catch_warnings(), _quiet_logs("initlab.data"):
-        warnings.simplefilter("ignore")
-        dm = data_module(quiet)
-        dm.setup("fit")
-    return dm.identity
-
-
-@contextlib.contextmanager
-def _quiet_logs(*names: str) -> Iterator[None]:
-    loggers = [logging.getLogger(n) for n in names]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR + 1)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
-
-
-# -- data and machine ----------------------------------------------------------------------------
-def _check_data(data: Any) -> None:
-    """The MNIST files that are there are intact; if they are missing, they can be fetched."""
-    if data is None or data.get("name") != "mnist":
-        return
-    from initlab.data import MNIST_FILES, mnist_present, verify_mnist
-
-    verify_mnist(data["root"])
-    if mnist_present(data["root"]) or data["fallback"]:
-        return
-    raw = Path(str(data["root"])) / "MNIST" / "raw"
-    if not data["download"]:
-        raise BadInput(
-            f"MNIST is not in {raw} and data.download=false: put the four files "
-            f"{', '.join(MNIST_FILES)} (or their .gz) there, or set data.root to the folder "
-            "that holds MNIST/raw"
-        )
-    if not _can_create(Path(str(data["root"]))):
-        raise BadInput(
-            f"MNIST is not in {raw} and data.root={data['root']} cannot be written to download it: "
-            "choose a writable data.root, or one that holds MNIST/raw"
-        )
-
-
-def _check_machine(cfg: Mapping[str, Any], seen: set[str], devices: dict[str, Any]) -> None:
-    """torch builds the optimizer, Lightning the Trainer, and the model fits the device (each
-    once per distinct setting in a sweep; ``devices``: trainer settings -> the device chosen)."""
-    _once(seen, "optimizer", cfg["optimizer"], _check_optimizer)
-    if _runs_elsewhere(cfg):
-        return  # the nodes' devices and memory are the scheduler's to check
-    key = json.dumps(cfg["trainer"], sort_keys=True, default=str)
-    if key not in devices:
-        devices[key] = _check_trainer(cfg["trainer"])
-    device = devices[key]
-    need = {k: cfg[k] for k in ("model", "norm")}
-    need["batch"] = [cfg["data"]["batch_size"], cfg["data"]["eval_batch_size"], str(device)]
-    _once(seen, "memory", need, lambda _: _check_memory(cfg, device))
-
-
-def _runs_elsewhere(cfg: Mapping[str, Any]) -> bool:
-    """Jobs that run on a cluster's nodes, whose devices this machine cannot see."""
-    target = str(cfg["hydra"].get("launcher._target_") or "").lower()
-    return "slurm" in target and "local" not in target
-
-
-def _check_optimizer(settings: Mapping[str, Any]) -> None:
-    import torch
-    from hydra.utils import instantiate
-
-    try:
-        instantiate(dict(settings))([torch.nn.Parameter(torch.zeros(1))])
-    except Exception as exc:
-        raise BadInput(
-            f"optimizer: torch refuses {dict(settings)}: {_one_line(str(exc))}"
-        ) from None
-
-
-def _check_trainer(settings: Mapping[str, Any]) -> Any:
-    """The device a Trainer with these settings trains on, as Lightning builds it."""
-    import lightning as L
-
-    quiet = _quiet_logs("lightning", "lightning.pytorch", "lightning.fabric")
-    try:
-        with quiet, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            trainer = L.Trainer(
-                **settings, logger=False, enable_checkpointing=False, enable_progress_bar=False
-            )
-    except Exception as exc:
-        why = f"Lightning refuses these settings: {_one_line(str(exc))}"
-        raise BadInput(f"trainer={dict(settings)}: {why}") from None
-    return trainer.strategy.root_device
-
-
-def _check_memory(cfg: Mapping[str, Any], device: Any) -> None:
-    """Refuse a model whose training would not fit in the device's memory (an estimate)."""
-    from initlab.mlp import resolve_hidden_sizes, training_memory
-
-    m, data = cfg["model"], cfg["data"]
-    hidden = resolve_hidden_sizes(m["depth"], m["width"], m["hidden_sizes"])
-    need, params = training_memory(
-        m["input_size"], hidden, m["num_classes"], data["batch_size"], data["eval_batch_size"],
-        cfg["norm"]["name"],
-    )  # fmt: skip
-    have = available_memory(device)
-    if have is not None and need > have:
-        raise BadInput(
-            f"the model needs about {need / 2**30:.1f} GiB to train ({params:,} parameters, "
-            f"hidden widths {_widths(hidden)}, batch {data['batch_size']}) but {device} has "
-            f"{have / 2**30:.1f} GiB available: choose a smaller model.width / model.depth / "
-            "model.hidden_sizes or data.batch_size"
-        )
-
-
-def _widths(hidden: Sequence[int]) -> str:
-    text = "-".join(map(str, hidden[:6]))
-    return text + (f"-... ({len(hidden)} layers)" if len(hidden) > 6 else "")
-
-
-def available_memory(device: Any) -> int | None:
-    """Bytes free on ``device``: a GPU's free memory, or the host's available RAM (None when it
-    cannot be told)."""
-    import torch
-
-    if getattr(device, "type", str(device)) == "cuda":
-        with contextlib.suppress(Exception):
-            return int(torch.cuda.mem_get_info(device)[0])
-        return None
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    with contextlib.suppress(ValueError, OSError, AttributeError):
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    return None
 
 
 def preflight(

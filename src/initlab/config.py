@@ -425,7 +425,8 @@ def _check_init(init: Any) -> None:
             raise ConfigError(_message(f"init.{key}", v, allowed))
 
 
-def _import(target: str) -> Any:
+def import_target(target: str) -> Any:
+    """The object a dotted ``_target_`` names (None when it does not import)."""
     module, _, name = target.rpartition(".")
     try:
         return getattr(importlib.import_module(module), name)
@@ -439,7 +440,7 @@ def _check_optimizer(opt: Any) -> None:
 
     values = _items(opt)
     target = values.get("_target_")
-    cls = _import(target) if isinstance(target, str) else None
+    cls = import_target(target) if isinstance(target, str) else None
     if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
         raise ConfigError(
             f"optimizer._target_={target!r} must name a torch optimizer class, "

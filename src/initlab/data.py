@@ -36,6 +36,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from initlab._lightning import epochs_done
+from initlab.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +68,6 @@ EMBEDDED_SIZE = 5000
 EMBEDDED_MD5 = "b8ff62e444fa8656fdaf5b38040275c7"
 DATASET_NAMES = ("mnist", "synthetic")
 FIX = "delete it so that it is downloaded again, or replace it with the original file"
-
-
-class DataError(RuntimeError):
-    """The data cannot be loaded as configured; the message says what to fix."""
 
 
 @dataclass(frozen=True)

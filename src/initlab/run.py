@@ -58,6 +58,7 @@ from initlab.dashboard import (
 )
 from initlab.data import MNISTDataModule
 from initlab.diagnostics import LayerDiagnostics
+from initlab.errors import RunMismatch
 from initlab.inits import apply_init
 from initlab.mlp import build_mlp, min_train_batch, resolve_hidden_sizes
 from initlab.module import Classifier, OptimizerFactory
@@ -80,11 +81,6 @@ def _plain(cfg: Any) -> Any:
     if OmegaConf.is_config(cfg):
         return OmegaConf.to_container(cfg, resolve=True)
     return cfg
-
-
-class RunMismatch(ValueError):
-    """The output dir holds another run than the one asked for (one line: what differs, and
-    how to proceed). Nothing there was changed."""
 
 
 class RunInterrupted(SystemExit):
