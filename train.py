@@ -24,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from initlab.cli import preflight
+from initlab.cli import Checked, preflight
 from initlab.config import ConfigError, validate
 from initlab.hydra_callbacks import interrupted_sweep
 
@@ -48,8 +48,8 @@ def main(cfg: DictConfig) -> float | None:
     from initlab.callbacks import route_terminal
 
     route_terminal(progress_bar=bool(progress), sweep_job=multirun)
-    from initlab.errors import DataError
-    from initlab.run import RunInterrupted, RunMismatch, run
+    from initlab.errors import DataError, RunDirBusy, RunMismatch
+    from initlab.run import RunInterrupted, run
 
     try:
         results = run(
@@ -58,9 +58,12 @@ def main(cfg: DictConfig) -> float | None:
             hydra.utils.instantiate(cfg.optimizer),
             progress_bar=bool(progress),
         )
-    except RunMismatch as exc:  # bad input found late (the data): one line, nothing touched
-        print(f"initlab: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    except (RunMismatch, RunDirBusy) as exc:  # found late (the data, a lock): nothing touched
+        if not multirun:
+            print(f"initlab: error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        log.error("job %s: %s", hydra_cfg.job.override_dirname, exc)
+        return None
     except RunInterrupted as exc:  # the user's stop (logged by the run): the sweep stops too
         if multirun:
             exc.sweep_dir = Path(hydra_cfg.sweep.dir)
@@ -86,48 +89,55 @@ def main(cfg: DictConfig) -> float | None:
     return results["final"]["val_acc"]
 
 
-class SweepStopped(KeyboardInterrupt):
-    """SIGTERM between a sweep's runs (during one, the run stops itself after its step)."""
+def _sweep(sweep_dir: Path) -> int:
+    """A sweep's phases, jobs then report, under one StopGuard: a signal stops it between two
+    jobs (or the running one at its next boundary), and never inside its report; either way
+    the tally and report of what finished are written, and the exit status is 128 + N."""
+    from initlab.lifecycle import HardStop, RunInterrupted, StopGuard
 
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
+    with StopGuard() as guard:
+        try:
+            main()
+        except (RunInterrupted, HardStop) as stop:
+            interrupted_sweep(sweep_dir, signal.Signals(stop.signum).name)
+            return 128 + stop.signum
+        except SystemExit:  # a failed run (exit status 1, after the tally and report)
+            if not guard.stopping:
+                raise
+    if guard.stopping:  # it came during the report, which was written first
+        log.warning("sweep stopped by %s after its report was written", guard.note())
+        return 128 + (guard.received or signal.SIGTERM)
+    return 0
 
 
-def _stop_between_runs(signum: int, frame: object) -> None:
-    # Lightning chains this handler after its own while a run trains: that run stops after its
-    # step and raises RunInterrupted, so only a signal between runs stops the sweep from here.
-    if signal.getsignal(signum) is _stop_between_runs:
-        raise SweepStopped(signum)
+def _own(checked: Checked) -> None:
+    """Hold the run's (or sweep's) dir from here on, before Hydra writes into it, and make
+    Hydra use exactly that dir: a second process there is refused and the first untouched."""
+    from initlab.errors import RunDirBusy
+    from initlab.rundir import RunDir
 
-
-def _run_interrupted(exc: SystemExit) -> bool:
-    """Whether ``exc`` is initlab.run.RunInterrupted (a run stopped by a signal). That module is
-    imported by ``main`` before any run starts; other exits (--help, bad input) never load it."""
-    run_module = sys.modules.get("initlab.run")
-    return run_module is not None and isinstance(exc, run_module.RunInterrupted)
+    try:
+        RunDir(checked.output_dir).claim()  # released when this process ends
+    except RunDirBusy as exc:
+        print(f"initlab: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    sys.argv.append(checked.pinned())
 
 
 if __name__ == "__main__":
     argv = sys.argv[1:]
-    preflight(argv, Path(__file__).parent / "conf", "train")  # bad input: exit 2
-    sweeping = any(a in ("-m", "--multirun") for a in argv)
-    if sweeping:
-        signal.signal(signal.SIGTERM, _stop_between_runs)
+    checked = preflight(argv, Path(__file__).parent / "conf", "train")  # bad input: exit 2
+    if checked is not None:
+        _own(checked)
     try:
+        if checked is not None and checked.multirun:
+            sys.exit(_sweep(checked.output_dir))
         main()
     except SystemExit as exc:
         if "--hydra-help" in argv and not exc.code:  # after Hydra's text: what each launcher is
             from hydra_plugins.initlab_launchers import LAUNCHERS_HELP
 
             print(LAUNCHERS_HELP)
-        if not _run_interrupted(exc):
-            raise
-        if sweeping:  # a single run said what it saved and how to resume
-            interrupted_sweep(exc.sweep_dir, signal.Signals(exc.signum).name)
-        sys.exit(exc.code)
-    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM between runs, or a launcher waiting
-        signum = getattr(exc, "signum", signal.SIGINT)
-        if sweeping:
-            interrupted_sweep(None, signal.Signals(signum).name)
-        sys.exit(128 + signum)
+        raise
+    except KeyboardInterrupt:  # Ctrl-C before a run began (Hydra's start-up)
+        sys.exit(128 + signal.SIGINT)

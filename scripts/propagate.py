@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -27,18 +29,33 @@ from initlab.config import ConfigError
 from initlab.errors import DataError
 from initlab.propagation import PLOT_FILE, PROPAGATION_FILE, SWEEP_PLOT_FILE
 from initlab.propagation.measure import run_propagation, validate
-from initlab.propagation.plots import find_propagation, plot_run, plot_sweep, table
-from initlab.results import read_results, write_json_atomic
+from initlab.propagation.plots import (
+    find_propagation,
+    plot_run,
+    plot_sweep,
+    read_propagation,
+    table,
+)
+from initlab.results import write_json_atomic
 
 log = logging.getLogger("initlab.propagate")
 
 
-def plot_dir(directory: str | Path) -> Path:
-    """Draw <directory>/propagation_sweep.png from every propagation.json below it."""
+def plot_dir(directory: str | Path, warn: Callable[[str], Any] = log.warning) -> Path:
+    """Draw <directory>/propagation_sweep.png from every propagation.json below it; one that
+    cannot be drawn (not a regular file, not strict JSON, not a propagation record) is skipped
+    with one line to ``warn``. FileNotFoundError when none can be drawn."""
     paths = find_propagation(directory)
     if not paths:
         raise FileNotFoundError(f"no {PROPAGATION_FILE} below {directory}")
-    return plot_sweep([read_results(p) for p in paths], Path(directory) / SWEEP_PLOT_FILE)
+    records, skipped = read_propagation(paths)
+    for path, why in skipped:
+        warn(f"skipping {path}: {why}")
+    if not records:
+        raise FileNotFoundError(
+            f"no readable {PROPAGATION_FILE} below {directory} ({len(skipped)} skipped)"
+        )
+    return plot_sweep(records, Path(directory) / SWEEP_PLOT_FILE)
 
 
 def prediction_lines(prediction: dict) -> str:
@@ -102,7 +119,7 @@ def plot_command(args: list[str]) -> int:
         print("usage: python scripts/propagate.py --plot <sweep or run dir>", file=sys.stderr)
         return 2
     try:
-        print(plot_dir(args[0]))
+        print(plot_dir(args[0], lambda line: print(f"initlab: {line}", file=sys.stderr)))
     except (FileNotFoundError, ValueError, KeyError) as exc:
         print(f"initlab: cannot plot {args[0]}: {exc}", file=sys.stderr)
         return 2

@@ -69,7 +69,6 @@ CASES = [
     (["checkpoint.signals=[SIGKILL]"], ["checkpoint.signals=['SIGKILL']", "SIGUSR2"]),
     (["progress_bar=maybe"], ["progress_bar='maybe'", "auto, true or false"]),
     (["steps_per_execution=0"], ["steps_per_execution=0", "positive integer"]),
-    (["steps_per_execution=7"], ["steps_per_execution=7", "must divide"]),
     (["logger.subdir=a/b"], ["logger.subdir='a/b'", "no '/'"]),
     (["diagnostics.every_n_steps=0"], ["diagnostics.every_n_steps=0", "positive integer"]),
     # -- valid alone, not together

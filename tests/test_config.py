@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from initlab.cli import _Composer, check
 from initlab.config import ConfigError, validate
 from initlab.mlp import resolve_hidden_sizes
-from initlab.run import steps_per_execution
+from initlab.schedule import schedule_of
 
 from .conftest import CONF, compose_train
 
@@ -123,8 +123,6 @@ def test_unknown_group_option_lists_the_valid_ones():
         ("trainer.max_epochs=0", "trainer.max_epochs=0"),
         ("steps_per_execution=0", "steps_per_execution=0"),
         ("steps_per_execution=many", "steps_per_execution='many'"),
-        ("steps_per_execution=30", "steps_per_execution=30 must divide trainer.val_check_interval"),
-        ("trainer.val_check_interval=0.25 steps_per_execution=5", "not 0.25"),
     ],
 )
 def test_validate_names_field_and_value(override, field):
@@ -149,20 +147,17 @@ def test_hydra_checks_the_schema_types_as_it_composes(override, key):
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        ([], 50),  # validate every 100 steps, batch 64
-        (["trainer.val_check_interval=30"], 30),
-        (["trainer.val_check_interval=97"], 1),  # a prime above the cap
-        (["data.batch_size=256"], 10),  # at most 4096 samples per block: 16, dividing 100: 10
-        (["trainer.val_check_interval=null"], 50),  # epoch ends only
-        (["trainer.val_check_interval=0.5"], 1),  # a fraction of the epoch: in Lightning's batches
-        (["trainer.check_val_every_n_epoch=1"], 1),
+        ([], 50),  # batch 64: the cap of 50 steps
+        (["data.batch_size=256"], 16),  # at most 4096 samples per block
+        (["data.batch_size=8192"], 1),
         (["steps_per_execution=4"], 4),
-    ],
+        (["steps_per_execution=7", "trainer.val_check_interval=0.25"], 7),  # any size: the
+    ],  # schedule ends blocks at its validations, so no block size is refused with them
 )
-def test_steps_per_execution_auto_keeps_validation_on_its_steps(overrides, expected):
-    cfg = compose_train(overrides)
+def test_steps_per_execution_is_a_block_size_the_schedule_cuts(overrides, expected):
+    cfg = OmegaConf.to_container(compose_train(overrides), resolve=True)
     validate(cfg)
-    assert steps_per_execution(cfg) == expected
+    assert schedule_of(cfg, 55000).block == expected
 
 
 def test_hidden_sizes_and_width_conflict():

@@ -21,6 +21,7 @@ from initlab.data import (
     split_indices,
     write_synthetic_mnist,
 )
+from initlab.schedule import Schedule
 
 
 def test_split_indices_partition_and_are_fixed():
@@ -88,11 +89,16 @@ def _sizes(blocks):
     return [len(b) for b in blocks]
 
 
+def _blocks(block: int, total: int = 1000, every: int | None = None, per_epoch: int = 1000):
+    """Schedule.block_end: blocks of ``block`` steps, a validation every ``every`` steps."""
+    return Schedule(per_epoch, total, every, False, 1, True, block).block_end
+
+
 @pytest.mark.parametrize(("start", "sizes"), [(0, [4, 4, 2]), (6, [2, 4, 4]), (7, [1, 4, 4, 1])])
 def test_blocks_end_on_multiples_of_the_block_in_global_steps(start, sizes):
     plain = BatchIndexSampler(n=100, batch_size=10, shuffle=True, seed=3)
     blocks = BatchIndexSampler(
-        n=100, batch_size=10, shuffle=True, seed=3, block=4, step_fn=lambda: start
+        n=100, batch_size=10, shuffle=True, seed=3, block_end=_blocks(4), step_fn=lambda: start
     )
     got = list(blocks)
     assert _sizes(got) == sizes
@@ -104,10 +110,26 @@ def test_blocks_end_on_multiples_of_the_block_in_global_steps(start, sizes):
         len(blocks)  # the count depends on the start: Lightning must not end epochs by it
 
 
+def test_blocks_also_end_at_each_validation_and_at_the_budget_end():
+    ends = _blocks(4, total=7, every=3, per_epoch=10)
+    blocks = BatchIndexSampler(
+        n=100, batch_size=10, shuffle=True, seed=3, block_end=ends, step_fn=lambda: 0
+    )
+    # at the validations (3, 6), the multiples of 4 and the budget's end (7); past the budget,
+    # single steps (never trained)
+    assert _sizes(list(blocks))[:4] == [3, 1, 2, 1]
+    assert [ends(s) for s in (0, 3, 4, 6, 10)] == [3, 4, 6, 7, 11]
+
+
 def test_block_sampler_resumes_after_the_steps_done_and_keeps_the_alignment():
     step = {"now": 0}
     blocks = BatchIndexSampler(
-        n=100, batch_size=10, shuffle=True, seed=3, block=4, step_fn=lambda: step["now"]
+        n=100,
+        batch_size=10,
+        shuffle=True,
+        seed=3,
+        block_end=_blocks(4),
+        step_fn=lambda: step["now"],
     )
     full = [b for block in blocks for b in block]
     step["now"] = 3  # three batches trained, then the checkpoint
@@ -124,7 +146,9 @@ def test_limit_keeps_the_first_batches_of_each_epoch():
     limited = BatchIndexSampler(n=100, batch_size=10, shuffle=True, seed=3, limit=3)
     assert len(limited) == 3
     assert [b.tolist() for b in limited] == [b.tolist() for b in list(plain)[:3]]
-    blocks = BatchIndexSampler(n=100, batch_size=10, shuffle=True, seed=3, limit=3, block=2)
+    blocks = BatchIndexSampler(
+        n=100, batch_size=10, shuffle=True, seed=3, limit=3, block_end=_blocks(2)
+    )
     assert _sizes(list(blocks)) == [2, 1]
 
 
@@ -141,16 +165,16 @@ def test_a_block_is_gathered_into_the_same_batches():
 
 
 def test_datamodule_yields_blocks_of_steps_and_limits_in_batches():
-    dm = MNISTDataModule(
-        name="synthetic", batch_size=64, val_size=200, steps_per_execution=5, limit_train_batches=7
-    )
+    dm = MNISTDataModule(name="synthetic", batch_size=64, val_size=200, limit_train_batches=7)
     dm.setup()
+    assert sum(1 for _ in dm.train_dataloader()) == 7  # without a schedule: one step a batch
+    dm.schedule = Schedule(7, 14, None, False, 1, True, 5)  # the run's: 2 epochs of 7 steps
     blocks = list(dm.train_dataloader())
     assert _sizes(blocks) == [5, 2]
     x, y = blocks[0][0]
     assert x.shape == (64, 784) and y.shape == (64,)
-    dm.limit_train_batches = 0.5  # a fraction of the 13 batches, as Lightning reads it
-    assert sum(_sizes(dm.train_dataloader())) == 6
+    dm.schedule, dm.limit_train_batches = None, 0.5  # a fraction of the 13 batches
+    assert sum(1 for _ in dm.train_dataloader()) == 6
 
 
 def test_train_loader_yields_whole_batches_by_index():
@@ -205,8 +229,9 @@ def test_under_a_trainer_the_tensors_and_indices_move_to_its_device():
     """No GPU here: the meta device stands in for it (tensors with a device and no data)."""
     from types import SimpleNamespace
 
-    dm = MNISTDataModule(name="synthetic", batch_size=64, val_size=200, steps_per_execution=5)
+    dm = MNISTDataModule(name="synthetic", batch_size=64, val_size=200)
     dm.setup()
+    dm.schedule = Schedule(13, 13, None, False, 1, True, 5)
     meta = torch.device("meta")
     progress = SimpleNamespace(current=SimpleNamespace(processed=0))
     dm.trainer = SimpleNamespace(

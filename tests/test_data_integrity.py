@@ -33,6 +33,7 @@ from initlab.data import (
     verify_mnist,
     write_synthetic_mnist,
 )
+from initlab.schedule import Schedule
 
 TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS = MNIST_FILES
 
@@ -464,7 +465,8 @@ def test_min_batch_size_with_limit_blocks_and_resume():
     assert _sizes(sampler(limit=10)) == [10] * 9 + [11] and len(sampler(limit=10)) == 10
     assert _sizes(sampler(limit=4)) == [10] * 4 and len(sampler(limit=4)) == 4
     step = {"now": 0}
-    blocks = sampler(block=4, step_fn=lambda: step["now"])
+    ends = Schedule(10, 100, None, False, 1, True, 4).block_end  # 10 steps an epoch, blocks of 4
+    blocks = sampler(block_end=ends, step_fn=lambda: step["now"])
     got = list(blocks)
     assert _sizes(got) == [4, 4, 2]
     assert [b.tolist() for block in got for b in block] == [b.tolist() for b in full]
@@ -483,11 +485,11 @@ def test_datamodule_min_batch_size_agrees_with_its_loader():
     loader = dm.train_dataloader()
     assert dm.train_batches_per_epoch == len(loader) == len(list(loader)) == 3
     assert _sizes(batch[1] for batch in loader) == [266, 266, 268]
-    dm.steps_per_execution = 2
+    dm.schedule = Schedule(3, 3, None, False, 1, True, 2)  # blocks of 2 steps
     blocks = list(dm.train_dataloader())
     assert [_sizes(y for _, y in block) for block in blocks] == [[266, 266], [268]]
-    dm.limit_train_batches = 0.5
-    assert dm.train_batches_per_epoch == 1 == sum(_sizes(dm.train_dataloader()))
+    dm.schedule, dm.limit_train_batches = None, 0.5
+    assert dm.train_batches_per_epoch == 1 == len(list(dm.train_dataloader()))
     plain = MNISTDataModule(name="synthetic", batch_size=266, val_size=200)
     plain.setup()
     assert plain.train_batches_per_epoch == len(plain.train_dataloader()) == 4

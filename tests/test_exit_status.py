@@ -113,21 +113,40 @@ def test_batch_norm_with_a_last_batch_of_one_sample_finishes(tmp_path):
 
 _FULL_DISK = """
 set -u
-mount -t tmpfs -o size=7m tmpfs "$MNT"
-"$PY" "$TRAIN" "$@" hydra.run.dir="$MNT/run" > "$OUT/first.out" 2> "$OUT/first.err"
+mount -t tmpfs -o size=16m tmpfs "$MNT"
+"$PY" -c "$FILL_AT_SECOND_SAVE" "$TRAIN" "$@" hydra.run.dir="$MNT/run" \
+  > "$OUT/first.out" 2> "$OUT/first.err"
 echo $? > "$OUT/first.rc"
 ls "$MNT/run/checkpoints" > "$OUT/first.files"
-mount -o remount,size=64m tmpfs "$MNT"
+rm -f "$MNT/filler"
 "$PY" "$TRAIN" "$@" hydra.run.dir="$MNT/run" > "$OUT/second.out" 2>&1
 echo $? > "$OUT/second.rc"
 cp "$MNT/run/results.json" "$OUT/results.json"
 """
+# train.py, as a user runs it, while another process fills the disk just before epoch 2's save
+# (leaving 1 MiB: the logs still fit, the checkpoint does not); the disk had room at the start
+_FILL_AT_SECOND_SAVE = """
+import os, runpy, sys
+import initlab.checkpoint as c
+_save, saves = c.AtomicCheckpointIO.save_checkpoint, []
+def save_checkpoint(self, checkpoint, path, *a, **k):
+    saves.append(path)
+    if len(saves) == 2:
+        st = os.statvfs(os.environ["MNT"])
+        with open(os.path.join(os.environ["MNT"], "filler"), "wb") as f:
+            f.write(bytes(st.f_bavail * st.f_frsize - 2**20))
+    return _save(self, checkpoint, path, *a, **k)
+c.AtomicCheckpointIO.save_checkpoint = save_checkpoint
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
 
 
 def test_a_full_disk_stops_the_run_with_one_line_and_it_resumes_once_there_is_space(tmp_path):
-    """The run dir on a 7 MiB tmpfs: epoch 1's checkpoint (4.3 MB) fits, epoch 2's does not.
-    The run stops with one line, exit 1, epoch 1's checkpoint intact; with space again, the same
-    command resumes it. In a private mount namespace; skipped where mounting is not permitted."""
+    """The run dir on a 16 MiB tmpfs, which another process fills before epoch 2's save: epoch
+    1's checkpoint (4.3 MB) is there, epoch 2's does not fit. The run stops with one line, exit
+    1, epoch 1's checkpoint intact; with space again, the same command resumes it. In a private
+    mount namespace; skipped where mounting is not permitted."""
     import os
     import shutil
 
@@ -143,7 +162,7 @@ def test_a_full_disk_stops_the_run_with_one_line_and_it_resumes_once_there_is_sp
         pytest.skip(f"cannot mount a tmpfs here: {probe.stderr.strip()}")
     args = [*FAST, "trainer.max_epochs=2", "diagnostics=off", "logger=none"]
     env = {**os.environ, "MNT": str(mnt), "OUT": str(out), "PY": sys.executable}
-    env["TRAIN"] = str(TRAIN)
+    env["TRAIN"], env["FILL_AT_SECOND_SAVE"] = str(TRAIN), _FILL_AT_SECOND_SAVE
     subprocess.run(
         ["unshare", "-m", "--propagation", "private", "sh", "-c", _FULL_DISK, "sh", *args],
         cwd=tmp_path,

@@ -198,12 +198,13 @@ BAD_BOUNDS = [
     (
         ["model.depth=int(interval(0,8))"],
         "model.depth=int(interval(0,8)) at its lower bound: "
-        "model.depth=0 must be a positive integer (or null)",
+        "model.depth=0 must be a positive integer (or null: 2, or len(hidden_sizes))",
     ),
     (
         ["model.depth=interval(2,8)"],
         "model.depth=interval(2,8) (it samples floats; int(interval(2,8)) samples integers) at "
-        "its lower bound: model.depth=2.0 must be a positive integer (or null)",
+        "its lower bound: model.depth=2.0 must be a positive integer "
+        "(or null: 2, or len(hidden_sizes))",
     ),
     (  # valid alone, not with one of the choices
         ["norm=choice(none,batchnorm)", "data.batch_size=int(interval(1,64))"],

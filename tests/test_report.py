@@ -41,7 +41,7 @@ def record(
 ) -> dict:
     """A results.json record as initlab.run writes it (schema: docs/results.md)."""
     r = {
-        "schema_version": 1,
+        "schema_version": 3,
         "status": status,
         "error": None,
         "study": study,

@@ -13,7 +13,7 @@ import torch
 from scipy import integrate
 from torch import nn
 
-from initlab.mlp import ACTIVATIONS
+from initlab.mlp import ACTIVATION_MODULES as ACTIVATIONS
 from initlab.propagation.theory import (
     ACTIVATION_FUNCTIONS,
     EXACT,

@@ -1,11 +1,13 @@
 """Every use initlab makes of Lightning's private internals, in one place.
 
 initlab needs a few things Lightning has no public API for: to decide itself when the training
-loop validates, to know whether a batch is the epoch's last, to stop cleanly after the current
-step when a signal arrives, and to know the epoch a resumed loader is in. Each is a small function
+loop validates, to keep Lightning's signal handlers out of the way of its own (initlab stops a
+run at its phase boundaries), and to know the epoch a resumed loader is in. Each is a small function
 here, whose docstring names the internal it touches and why there is no public way; the rest of
 initlab calls these functions and never touches a private Lightning attribute itself (a test
-checks the source). ``INTERNALS`` lists them all by their dotted path from the Trainer, and
+checks the source). ``INTERNALS`` lists them all, by their dotted path from the Trainer or, for
+the private attribute of a Lightning class initlab subclasses (``TQDMProgressBar``), as
+``Class.attribute`` (``ROOTS``: checked on the trainer's instance of that class, or a new one), and
 ``check_internals(trainer)`` fails fast, naming the one a new Lightning moved.
 
 Checked on lightning 2.6.6 (pyproject.toml pins lightning>=2.6,<2.7). Before widening that pin,
@@ -19,19 +21,23 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import lightning
+from lightning.pytorch.callbacks import TQDMProgressBar
 
 CHECKED_ON = "2.6.6"  # the Lightning version these internals were checked on
 
-# Every private internal initlab uses, as its dotted path from a Trainer.
+# Lightning classes whose instances hold a private attribute initlab uses (a subclass's own
+# ``self._...`` would otherwise touch it): such an internal is named ``Class.attribute``.
+ROOTS: dict[str, type] = {"TQDMProgressBar": TQDMProgressBar}
+
+# Every private internal initlab uses: its dotted path from a Trainer, or ``Class.attribute``
+# for a class in ROOTS.
 INTERNALS: tuple[str, ...] = (
+    "TQDMProgressBar._train_progress_bar",
     "fit_loop.epoch_loop._should_check_val_fx",
-    "fit_loop.epoch_loop._should_check_val_epoch",
-    "fit_loop.epoch_loop.batch_progress.is_last_batch",
-    "fit_loop._can_stop_early",
     "fit_loop.epoch_progress.current.processed",
-    "_signal_connector.received_sigterm",
+    "_signal_connector.register_signal_handlers",
 )
-_CALLABLE = {"_should_check_val_fx", "_should_check_val_epoch"}
+_CALLABLE = {"_should_check_val_fx", "register_signal_handlers"}
 
 # (data_fetcher, Lightning's own decision) -> validate now?
 ValDecision = Callable[[Any, Callable[[Any], bool]], bool]
@@ -43,11 +49,24 @@ class LightningInternalsError(RuntimeError):
 
 def _missing_message(name: str, owner: Any, attr: str) -> str:
     where = f"{type(owner).__name__}.{attr}" if owner is not None else name
+    path = name if name.split(".", 1)[0] in ROOTS else f"Trainer.{name}"
     return (
-        f"lightning {lightning.__version__} moved or removed {where} (Trainer.{name}), which"
+        f"lightning {lightning.__version__} moved or removed {where} ({path}), which"
         f" initlab relies on (checked on lightning {CHECKED_ON}): update"
         f" src/initlab/_lightning.py, or install lightning>=2.6,<2.7"
     )
+
+
+def internal_root(trainer: Any, name: str) -> tuple[Any, list[str]]:
+    """Where the internal ``name`` is looked up, and its path from there: the trainer, or for
+    ``Class.attribute`` (a class in ROOTS) the trainer's callback of that class (a new instance
+    when it has none: the class's ``__init__`` sets the attribute)."""
+    first, *rest = name.split(".")
+    cls = ROOTS.get(first)
+    if cls is None:
+        return trainer, name.split(".")
+    found = [c for c in getattr(trainer, "callbacks", None) or [] if isinstance(c, cls)]
+    return (found[0] if found else cls()), rest
 
 
 def check_internals(trainer: Any, names: Iterable[str] = INTERNALS) -> None:
@@ -55,8 +74,8 @@ def check_internals(trainer: Any, names: Iterable[str] = INTERNALS) -> None:
     trainer lacks, with the Lightning version, so that a Lightning upgrade fails at the start of
     a fit, not mid-run."""
     for name in names:
-        obj: Any = trainer
-        for attr in name.split("."):
+        obj, path = internal_root(trainer, name)
+        for attr in path:
             owner = obj
             try:
                 obj = getattr(owner, attr)
@@ -86,45 +105,17 @@ def install_val_decision(trainer: Any, decide: ValDecision) -> None:
     loop._should_check_val_fx = should_check_val
 
 
-def epoch_wants_validation(trainer: Any) -> bool:
-    """Whether this epoch validates at all (``check_val_every_n_epoch``, validation enabled).
+def leave_signals_to_initlab(trainer: Any) -> None:
+    """Keep Lightning from installing its own signal handlers in this trainer's runs.
 
-    Touches ``_TrainingEpochLoop._should_check_val_epoch()``: the rule Lightning applies itself,
-    with no public equivalent; a replaced decision must keep it.
+    Touches ``trainer._signal_connector.register_signal_handlers``, which every fit, validate
+    and test calls: its SIGTERM handler logs from inside the handler (a storm of signals becomes
+    thousands of "Logging error" lines), and the flag it sets makes the evaluation loops abort a
+    validation or the test mid-way (``SIGTERMException``, a SystemExit with status 0). initlab's
+    ``StopGuard`` handles every signal instead, at the run's phase boundaries
+    (initlab.lifecycle); there is no public switch for Lightning's.
     """
-    return trainer.fit_loop.epoch_loop._should_check_val_epoch()
-
-
-def is_last_batch(trainer: Any) -> bool:
-    """Whether the current training batch is the epoch's last (set once it has been fetched).
-
-    Touches ``trainer.fit_loop.epoch_loop.batch_progress.is_last_batch``: Lightning's data
-    fetcher looks one batch ahead to know it; the public hooks get only the batch index, and
-    initlab's batches are blocks of several steps, so their number per epoch is not fixed.
-    """
-    return trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
-
-
-def can_stop_early(trainer: Any) -> bool:
-    """Whether a requested stop (``trainer.should_stop``) may end training now (min_epochs and
-    min_steps are met); Lightning validates before such a stop.
-
-    Touches ``_FitLoop._can_stop_early``: the replaced validation decision must apply the same
-    rule as Lightning's, which is only available as this private property.
-    """
-    return trainer.fit_loop._can_stop_early
-
-
-def request_stop_after_step(trainer: Any) -> None:
-    """Make the training loop stop after the current step as it does on SIGTERM: it raises
-    ``SIGTERMException`` there, and callbacks' ``on_exception`` can save a checkpoint.
-
-    Touches ``trainer._signal_connector.received_sigterm`` (``trainer.received_sigterm`` is a
-    read-only property): the only way to get Lightning's consistent mid-epoch stop for a signal
-    other than SIGTERM (e.g. SIGUSR2, submitit's timeout warning). ``trainer.should_stop`` is
-    not the same: it waits for the epoch's end, or for min_steps.
-    """
-    trainer._signal_connector.received_sigterm = True
+    trainer._signal_connector.register_signal_handlers = lambda: None
 
 
 def epochs_done(trainer: Any) -> int:
@@ -136,3 +127,13 @@ def epochs_done(trainer: Any) -> int:
     continue the interrupted epoch's order reads the epoch from the loop's progress instead.
     """
     return trainer.fit_loop.epoch_progress.current.processed
+
+
+def train_bar_or_none(progress_bar: Any) -> Any:
+    """A ``TQDMProgressBar``'s training bar (a tqdm), or None while it has none.
+
+    Touches ``TQDMProgressBar._train_progress_bar``: the public ``train_progress_bar`` raises
+    while the bar is not made yet (a stop or an error before training started), and a callback
+    that closes the bar on an exception must not raise itself.
+    """
+    return progress_bar._train_progress_bar

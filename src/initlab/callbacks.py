@@ -5,8 +5,6 @@ and ``route_terminal``, what of a run's log reaches the terminal (the rest goes 
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -14,18 +12,13 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from tqdm import tqdm as _tqdm
 
-from initlab._lightning import (
-    can_stop_early,
-    check_internals,
-    epoch_wants_validation,
-    install_val_decision,
-    is_last_batch,
-    request_stop_after_step,
-)
+from initlab._lightning import check_internals, install_val_decision
+from initlab.dashboard import TRAIN_LOSS, VAL_ACC, VAL_LOSS
 from initlab.data import steps_of
+from initlab.lifecycle import StopGuard
+from initlab.schedule import Schedule
 
 log = logging.getLogger(__name__)
 epoch_log = logging.getLogger(f"{__name__}.epochs")  # the epoch lines (route_terminal)
@@ -103,39 +96,28 @@ def route_terminal(progress_bar: bool = False, sweep_job: bool = False) -> None:
             handler.addFilter(wanted)
 
 
-class ValidateAtEpochEnd(Callback):
-    """Validate every ``val_check_interval`` optimizer steps and at the end of every epoch.
+class ValidateOnSchedule(Callback):
+    """Validate exactly at the schedule's steps (``Schedule.validates_at``): every
+    ``val_check_interval`` steps, at the epoch ends, at the budget's end; and once at the step a
+    run diverged. A step validates once: a resumed run that Lightning asks again does not.
 
-    Lightning does one or the other: an integer ``val_check_interval`` counts batches (globally
-    with ``check_val_every_n_epoch=None``) but skips the epoch's last batch unless the epoch
-    length is a multiple of it. The study wants convergence in steps *and* a validation at each
-    epoch end; and a training batch may be a block of several steps (``steps_per_execution``),
-    whose ends fall on the step multiples. So the epoch loop's decision is replaced: an integer
-    interval with ``check_val_every_n_epoch=None`` counts ``global_step``; other settings (a
-    fraction of the epoch, a time) keep Lightning's decision; both add the epoch's last batch.
+    Lightning's own decision counts batches, and a training batch may be a block of several
+    optimizer steps, so it is replaced (``initlab._lightning.install_val_decision``); the data
+    module's blocks end at these steps.
     """
+
+    def __init__(self, schedule: Schedule) -> None:
+        self.schedule = schedule
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         check_internals(trainer)  # a Lightning without them fails here, naming the one missing
-        interval = trainer.val_check_interval
-        every = (
-            interval
-            if isinstance(interval, int)
-            and not isinstance(interval, bool)
-            and trainer.check_val_every_n_epoch is None
-            else None
-        )
+        schedule = self.schedule
 
         def should_check_val(data_fetcher: Any, lightning_decides: Any) -> bool:
-            if not epoch_wants_validation(trainer):
+            step = trainer.global_step
+            if getattr(pl_module, "last_validated_step", None) == step:
                 return False
-            if is_last_batch(trainer):
-                return True
-            if every is None:
-                return lightning_decides(data_fetcher)
-            if trainer.should_stop and can_stop_early(trainer):
-                return True  # as Lightning: validate before an early stop
-            return trainer.global_step % every == 0
+            return schedule.validates_at(step) or pl_module.diverged_at_step == step
 
         install_val_decision(trainer, should_check_val)
 
@@ -212,13 +194,22 @@ class EpochLine(Callback):
         self.timer = timer
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._line(trainer, pl_module)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception) -> None:
+        # a budget that ends inside an epoch, or a divergence: the run's last line, as an
+        # epoch end's (a signal's stop says its own)
+        if isinstance(exception, Boundary) and exception.reason != "signal":
+            self._line(trainer, pl_module)
+
+    def _line(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # callbacks run before the module's own epoch-end hook, so ask the module directly
         train = pl_module.epoch_train_metrics()
         m = trainer.callback_metrics
         val = " ".join(
-            f"{k} {float(m[f'val/{k[4:]}']):.4f}"
-            for k in ("val_loss", "val_acc")
-            if f"val/{k[4:]}" in m
+            f"{name} {float(m[tag]):.4f}"
+            for name, tag in (("val_loss", VAL_LOSS), ("val_acc", VAL_ACC))
+            if tag in m
         )
         line = (
             f"{epoch_label(trainer)} step {trainer.global_step}"
@@ -232,62 +223,48 @@ class EpochLine(Callback):
         epoch_log.info(line)
 
 
-class CheckpointOnSignal(Callback):
-    """Save a checkpoint when the run is told to stop, so re-running the command resumes it.
+class Boundary(BaseException):
+    """Raised at the start of a block to end the fit there: ``reason`` is "signal", "budget"
+    (the schedule's last step is trained) or "diverged"."""
 
-    SIGTERM (a kill, SLURM's preemption), SIGINT (Ctrl-C) and each of ``signals`` (e.g.
-    SIGUSR2, submitit's timeout warning) make Lightning stop after the current step, consistently
-    (it raises its SIGTERMException there); this callback then saves ``path`` and hands a signal
-    of ``signals`` on to the handler that was installed before (submitit's requeue). A second
-    Ctrl-C stops at once (KeyboardInterrupt), without a new checkpoint. ``received`` is the signal
-    that stopped the run; ``saved`` whether its checkpoint was written (a full disk: not).
-    """
+    def __init__(self, reason: str, step: int) -> None:
+        super().__init__(reason)
+        self.reason, self.step = reason, step
 
-    def __init__(self, path: str | Path, signals: tuple[str, ...] = ("SIGUSR2",)) -> None:
-        self.path = Path(path)
-        self.signals = [getattr(signal, name) for name in signals]
-        self._previous: dict[int, Any] = {}
-        self.received: int | None = None
+
+class StopAtBoundary(Callback):
+    """End the fit at the start of a block, where the run's state is whole (the last step
+    trained, its validation and any epoch end done), and checkpoint exactly that state: when a
+    signal arrived (``guard``, initlab.lifecycle.StopGuard), when the budget is spent in the
+    middle of an epoch (an epoch-end budget ends Lightning's fit itself), or when the run
+    diverged. A resumed run starts there again and stops at once if its fit is done.
+
+    ``saved``: whether that checkpoint was written (a full disk: not, and why is logged)."""
+
+    def __init__(self, path: str | Path, schedule: Schedule, guard: StopGuard) -> None:
+        self.path, self.schedule, self.guard = Path(path), schedule, guard
         self.saved = False
+        self.error: OSError | None = None
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        def handler(signum: int, frame: Any) -> None:
-            if signum == signal.SIGINT and self.received is not None:
-                raise KeyboardInterrupt  # the second Ctrl-C: stop now
-            self.received = signum
-            request_stop_after_step(trainer)
-
-        if threading.current_thread() is not threading.main_thread():
-            return  # Python lets only the main thread install signal handlers
-        for signum in (*self.signals, signal.SIGINT):
-            self._previous[signum] = signal.getsignal(signum)
-            signal.signal(signum, handler)
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if self.guard.stopping:
+            raise Boundary("signal", step)
+        if step >= self.schedule.total_steps:
+            raise Boundary("budget", step)
+        if getattr(pl_module, "diverged_at_step", None) is not None:
+            raise Boundary("diverged", step)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception) -> None:
-        if not isinstance(exception, SIGTERMException):
+        if not isinstance(exception, Boundary):
             return
-        name = signal.Signals(self.received or signal.SIGTERM).name
         try:
             trainer.save_checkpoint(self.path)
         except OSError as exc:  # e.g. no space left: the previous checkpoint is intact
-            log.error("stopped by %s at step %d; %s", name, trainer.global_step, exc)
+            self.error = exc
+            log.error("at step %d: %s", exception.step, exc)
         else:
             self.saved = True
-            log.warning(
-                "stopped by %s at step %d; checkpoint %s: run the same command again to resume",
-                name,
-                trainer.global_step,
-                self.path,
-            )
-        if self.received in self.signals:
-            previous = self._previous.get(self.received)
-            if callable(previous):
-                previous(self.received, None)
-
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        for signum, previous in self._previous.items():
-            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
-        self._previous.clear()
 
 
 class _AboveTheBar:
@@ -375,8 +352,11 @@ class StepProgressBar(TQDMProgressBar):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception) -> None:
         # a stop (Ctrl-C) or an error: the bar stays as it was, and what follows starts below it
-        if self._train_progress_bar is not None:
-            self._train_progress_bar.close()
+        from initlab._lightning import train_bar_or_none
+
+        bar = train_bar_or_none(self)
+        if bar is not None:
+            bar.close()
         self._restore_streams()
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -386,11 +366,11 @@ class StepProgressBar(TQDMProgressBar):
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         """The postfix: the last logged training loss and the last validation accuracy."""
         metrics = trainer.callback_metrics
-        loss = metrics.get("train/loss")
+        loss = metrics.get(TRAIN_LOSS)
         if loss is not None and loss is not self._loss:  # a new value: one host sync
             self._loss, self._loss_value = loss, float(loss)
         history = getattr(pl_module, "history", None)
-        val_acc = history[-1]["val_acc"] if history else metrics.get("val/acc")
+        val_acc = history[-1]["val_acc"] if history else metrics.get(VAL_ACC)
         postfix = {}
         if self._loss_value is not None:
             postfix["loss"] = f"{self._loss_value:.4f}"

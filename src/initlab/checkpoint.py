@@ -21,14 +21,10 @@ Running the same command again always gets further: nothing it rejected is tried
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import io
 import logging
 import os
-import re
-import secrets
-import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -36,13 +32,13 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins import TorchCheckpointIO
 
+from initlab.atomic import remove_stale_temp_files, write_atomic
+from initlab.results import file_kind
+
 log = logging.getLogger(__name__)
 
 PREVIOUS_SUFFIX = ".prev"  # last.ckpt -> last.ckpt.prev (not *.ckpt: Lightning's "last" glob)
 CORRUPT_SUFFIX = ".corrupt-"  # last.ckpt -> last.ckpt.corrupt-1, -2, ...
-TEMP_SUFFIX = ".partial"
-# .<target name>.<pid>.<8 hex digits>.partial: what a save writes before its rename
-_TEMP = re.compile(r"^\..+\.\d+\.[0-9a-f]{8}" + re.escape(TEMP_SUFFIX) + r"$")
 
 # What Lightning's fit reads from a checkpoint to resume (CheckpointConnector.restore):
 # the weights, the loops' progress, optimizer and scheduler states, epoch and step.
@@ -80,24 +76,6 @@ def _is_local(path: str | os.PathLike[str]) -> bool:
 def _local(path: str | os.PathLike[str]) -> Path:
     text = os.fspath(path)
     return Path(text[len("file://") :] if text.startswith("file://") else text)
-
-
-def _temp_name(target: Path) -> Path:
-    return target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the renames in ``directory`` durable (not possible everywhere: then skipped)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _one_line(text: str, limit: int = 200) -> str:
@@ -170,61 +148,27 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
         target = _local(path)
-        directory = target.parent
-        temps: list[Path] = []
         had_previous = target.is_file()
         intact = target if had_previous else previous_path(target)
+        keep = previous_path(target) if had_previous and _looks_complete(target) else None
         try:
-            directory.mkdir(parents=True, exist_ok=True)
             # Serialized in memory first, as Lightning does: written by torch's zip writer
             # straight into the file, a full disk surfaces as an opaque RuntimeError.
             buffer = io.BytesIO()
             torch.save(checkpoint, buffer)
-            temps.append(_temp_name(target))
-            with open(temps[0], "xb") as f:  # umask permissions, as a plain save would have
+
+            def write(f: Any) -> None:
                 with buffer.getbuffer() as data:
                     f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            del buffer
-            if had_previous and _looks_complete(target):
-                temps.append(_temp_name(previous_path(target)))
-                try:
-                    os.link(target, temps[1])
-                except OSError:  # a filesystem without hard links: copy it instead
-                    shutil.copyfile(target, temps[1])
-                os.replace(temps[1], previous_path(target))
-            os.replace(temps[0], target)
-            temps.clear()
-            _fsync_dir(directory)
-        except BaseException as exc:
-            for temp in temps:
-                with contextlib.suppress(OSError):
-                    temp.unlink(missing_ok=True)
-            if isinstance(exc, Exception):
-                raise _write_error(exc, target, intact if intact.is_file() else None) from exc
-            raise
+
+            write_atomic(target, write, keep_previous=keep)
+        except Exception as exc:
+            raise _write_error(exc, target, intact if intact.is_file() else None) from exc
 
     def remove_checkpoint(self, path: Any) -> None:
         super().remove_checkpoint(path)
         if _is_local(path):
             previous_path(_local(path)).unlink(missing_ok=True)
-
-
-def remove_stale_temp_files(directory: str | os.PathLike[str]) -> list[Path]:
-    """Remove the temporary files of saves that were killed (``.<name>.<pid>.<hex>.partial``)
-    from ``directory``; return them. Only call it when no save into ``directory`` is running.
-    """
-    directory = Path(directory)
-    if not directory.is_dir():
-        return []
-    removed = []
-    for entry in directory.iterdir():
-        if _TEMP.match(entry.name) and entry.is_file():
-            with contextlib.suppress(FileNotFoundError):
-                entry.unlink()
-                removed.append(entry)
-    return removed
 
 
 def checkpoint_problem(
@@ -239,6 +183,8 @@ def checkpoint_problem(
     archive's checksums, and must be a dict holding everything a resume reads (RESUME_KEYS).
     """
     path = Path(path)
+    if os.path.lexists(path) and (kind := file_kind(path)) is not None:  # a FIFO: never opened
+        return f"not a regular file ({kind})"
     archive = False
     try:
         size = path.stat().st_size

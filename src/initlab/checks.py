@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -47,20 +48,34 @@ def once(seen: set[str], kind: str, part: Any, fn: Callable[[Any], Any]) -> None
 
 
 # -- output dirs ---------------------------------------------------------------------------------
-def _can_create(path: Path) -> bool:
-    probe = path.resolve()
+def _existing_ancestor(path: Path) -> Path:
+    probe = path.absolute()
     while not probe.exists():
         probe = probe.parent
+    return probe
+
+
+def _can_create(path: Path) -> bool:
     try:
-        with tempfile.TemporaryFile(dir=probe):
+        with tempfile.TemporaryFile(dir=_existing_ancestor(path)):
             return True
     except OSError:
         return False
 
 
+# Room a run needs on its disk beyond its checkpoints (event files, logs, results.json)
+LOG_SPACE = 2**20
+
+
 def check_output_dir(path: Path, creatable: bool = True) -> None:
-    """Each of the dir's names fits a filesystem, and (``creatable``) it can be created or
-    exists, writable."""
+    """The dir a run or sweep writes into: given, each of its names within a filesystem's
+    limit, not the launch dir (nor above it), not a dangling link, not a file, not held by
+    another process, and (``creatable``) creatable or existing and writable."""
+    if str(path).strip() in ("", "."):
+        raise BadInput(
+            f"output directory {str(path)!r} is the directory you launch from: give "
+            "hydra.run.dir / hydra.sweep.dir a directory of its own (outputs/... by default)"
+        )
     too_long = long_components(path)
     if too_long:
         name = too_long[0]
@@ -69,8 +84,68 @@ def check_output_dir(path: Path, creatable: bool = True) -> None:
             f"a filesystem allows at most {MAX_NAME_BYTES}; choose a shorter hydra.run.dir / "
             "hydra.sweep.dir"
         )
+    where = Path(os.path.abspath(path))  # normalized: "x/.." is x's parent
+    launch = Path(os.path.abspath(Path.cwd()))
+    if where == launch or where in launch.parents:
+        raise BadInput(
+            f"output directory {path} is the directory you launch from ({launch}) or above "
+            "it: a run writes results, checkpoints and logs into its own directory; choose "
+            "another hydra.run.dir / hydra.sweep.dir"
+        )
+    for link in (where, *where.parents):
+        if link.is_symlink() and not link.exists():
+            raise BadInput(
+                f"output directory {path}: {link} is a link to {os.readlink(link)}, which does "
+                "not exist: create its target, or choose another hydra.run.dir / hydra.sweep.dir"
+            )
+    if where.exists() and not where.is_dir():
+        raise BadInput(f"output directory {path} is a file, not a directory")
+    from initlab.rundir import RunDir, describe_holder
+
+    holder = RunDir(path).holder() if where.is_dir() else None
+    if holder is not None:
+        raise BadInput(
+            f"{path} is in use by {describe_holder(holder)}: wait for it to end, or choose "
+            "another output dir (hydra.run.dir=... or hydra.sweep.dir=...)"
+        )
     if creatable and not _can_create(path):
         raise BadInput(f"output directory {path} cannot be created or written")
+
+
+def check_space(path: Path, cfg: Mapping[str, Any]) -> None:
+    """The disk of ``path`` has room for the run (a disk full before the run starts): three
+    checkpoints at the peak of a save (the new one is written before the one it replaces and
+    its ``.prev`` go), less those the run dir holds already, and its logs."""
+    one = checkpoint_bytes(cfg)
+    held = 0
+    if (path / "checkpoints").is_dir():
+        held = sum(
+            p.stat().st_size
+            for p in (path / "checkpoints").glob("last.ckpt*")
+            if p.is_file() and not p.is_symlink()
+        )
+    need = max(0, 3 * one - held) + LOG_SPACE
+    free = shutil.disk_usage(_existing_ancestor(path)).free
+    if free < need:
+        raise BadInput(
+            f"output directory {path} is on a disk with {free / 2**20:.1f} MiB free, and "
+            f"the run needs about {need / 2**20:.0f} MiB (checkpoints of {one / 2**20:.1f} MiB "
+            "and logs): free space, or choose another hydra.run.dir / hydra.sweep.dir"
+        )
+
+
+def checkpoint_bytes(cfg: Mapping[str, Any]) -> int:
+    """About the size of one checkpoint: the weights and the optimizer's state (a momentum
+    buffer; two moments for an optimizer with ``betas``), float32."""
+    from initlab.mlp import resolve_hidden_sizes
+
+    m = cfg["model"]
+    widths = [m["input_size"], *resolve_hidden_sizes(m["depth"], m["width"], m["hidden_sizes"])]
+    widths.append(m["num_classes"])
+    params = sum((a + 1) * b for a, b in zip(widths, widths[1:], strict=False))
+    optimizer = cfg["optimizer"]
+    moments = 2 if "betas" in optimizer or "Adam" in str(optimizer.get("_target_")) else 1
+    return 4 * params * (1 + moments)
 
 
 def check_previous_run(cfg: Mapping[str, Any], out: Path, identities: dict[str, Any]) -> None:
@@ -83,12 +158,14 @@ def check_previous_run(cfg: Mapping[str, Any], out: Path, identities: dict[str, 
         return
     from initlab import fingerprint as fp
     from initlab.run import previous_run
+    from initlab.schedule import schedule_of
 
     key = json.dumps(task["data"], sort_keys=True, default=str)
     if key not in identities:
         identities[key] = _dataset_identity(task["data"], task)
     identity = identities[key]
-    asked = fp.fingerprint(task, identity)
+    budget = schedule_of(task, identity["train"]).total_steps if identity else None
+    asked = fp.fingerprint(task, identity, budget)
     previous_run(out, asked, repair=False, dataset=identity is not None)
 
 
@@ -126,6 +203,11 @@ def check_data(data: Any) -> None:
     """The MNIST files that are there are intact; if they are missing, they can be fetched."""
     if data is None or data.get("name") != "mnist":
         return
+    if too_long := long_components(Path(str(data["root"]))):
+        raise BadInput(
+            f"data.root={data['root']!r} has a name of {len(too_long[0].encode())} bytes: a "
+            f"filesystem allows at most {MAX_NAME_BYTES}; give the folder that holds MNIST/raw"
+        )
     from initlab.data import MNIST_FILES, mnist_present, verify_mnist
 
     verify_mnist(data["root"])

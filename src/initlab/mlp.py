@@ -16,7 +16,10 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrizations
 
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+from initlab.config import ACTIVATIONS, NORMS, ModelConf, NormConf
+
+# the module of each activation config.ACTIVATIONS names (tests/test_mlp.py checks they agree)
+ACTIVATION_MODULES: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
     "sigmoid": nn.Sigmoid,
@@ -24,13 +27,6 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "gelu": nn.GELU,
     "linear": nn.Identity,
 }
-NORMS = ("none", "batchnorm", "layernorm", "weightnorm")
-
-
-def min_train_batch(norm: str) -> int:
-    """The fewest samples a training batch may have: batch norm's statistics need two (one
-    sample has no variance: BatchNorm1d raises on it)."""
-    return 2 if norm == "batchnorm" else 1
 
 
 TUTORIAL_HIDDEN_SIZES = (512, 256)
@@ -67,8 +63,8 @@ def build_mlp(
     input_size: int,
     hidden_sizes: Sequence[int],
     num_classes: int,
-    activation: str = "relu",
-    norm: str = "none",
+    activation: str = ModelConf.activation,
+    norm: str = NormConf.name,
     init: Callable[[nn.Module], None] | None = None,
     init_name: str | None = None,
 ) -> nn.Sequential:
@@ -76,7 +72,7 @@ def build_mlp(
 
     ``init_name`` only names the init in error messages.
     """
-    if activation not in ACTIVATIONS:
+    if activation not in ACTIVATION_MODULES:
         raise ValueError(f"activation={activation!r} is not one of: {', '.join(ACTIVATIONS)}")
     if norm not in NORMS:
         raise ValueError(f"norm={norm!r} is not one of: {', '.join(NORMS)}")
@@ -86,7 +82,7 @@ def build_mlp(
         layers[f"fc{i}"] = nn.Linear(fan_in, width)
         if (norm_layer := _norm_layer(norm, width)) is not None:
             layers[f"norm{i}"] = norm_layer
-        layers[f"act{i}"] = ACTIVATIONS[activation]()
+        layers[f"act{i}"] = ACTIVATION_MODULES[activation]()
         fan_in = width
     layers["out"] = nn.Linear(fan_in, num_classes)
     net = nn.Sequential(layers)

@@ -26,7 +26,19 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from initlab.config import ModelConf
+from initlab.dashboard import (
+    TEST_ACC,
+    TEST_LOSS,
+    TRAIN_ACC,
+    TRAIN_ACC_EPOCH,
+    TRAIN_LOSS,
+    TRAIN_LOSS_EPOCH,
+    VAL_ACC,
+    VAL_LOSS,
+)
 from initlab.data import steps_of
+from initlab.schedule import Schedule
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
@@ -43,23 +55,28 @@ class Classifier(L.LightningModule):
     """Trains ``net`` with cross-entropy and records what the study needs.
 
     ``history`` gets one entry per validation, the first at step 0 before training (step, epoch,
-    val loss/acc, the mean training loss since the previous validation, seconds since fit start);
-    ``diverged_at_step`` is set, and training stopped, when the training loss stops being finite.
+    val loss/acc, the mean training loss since the previous validation, seconds since fit start),
+    at most one per step; ``diverged_at_step`` is set when the training loss stops being finite
+    (the run then stops at its next boundary, ``initlab.callbacks.StopAtBoundary``).
+    ``schedule``: the run's budget and validation steps (None: Lightning's ``max_steps``); a
+    resumed or extended run keeps the history its schedule would have made.
     """
 
     def __init__(
         self,
         net: nn.Module,
         optimizer: torch.optim.Optimizer | OptimizerFactory,
-        num_classes: int = 10,
-        log_every_n_steps: int = 50,
+        num_classes: int = ModelConf.num_classes,
+        log_every_n_steps: int = 50,  # lightning.Trainer's own default
         fingerprint: dict[str, Any] | None = None,
+        schedule: Schedule | None = None,
     ) -> None:
         super().__init__()
         self.net = net
         self.make_optimizer = optimizer
         self.fingerprint = fingerprint  # saved in every checkpoint: a resume compares it
         self.log_every_n_steps = log_every_n_steps
+        self.schedule = schedule
         self.automatic_optimization = False
         # [loss sum, correct, samples] over the epoch, then [loss sum, samples] since the last
         # validation; a buffer, so a mid-epoch checkpoint keeps them and a resume stays exact
@@ -71,6 +88,7 @@ class Classifier(L.LightningModule):
         self.diverged_at_step: int | None = None
         self._fit_t0 = time.perf_counter()
         self._elapsed_before = 0.0  # seconds of fit before a resume
+        self._last_window = [0.0, 0.0]  # the training window the last validation closed
 
     def on_fit_start(self) -> None:
         self._fit_t0 = time.perf_counter() - self._elapsed_before
@@ -83,6 +101,7 @@ class Classifier(L.LightningModule):
             "diverged_at_step": self.diverged_at_step,
             "elapsed_s": time.perf_counter() - self._fit_t0,
             "fingerprint": self.fingerprint,
+            "last_window": list(self._last_window),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -91,6 +110,17 @@ class Classifier(L.LightningModule):
         self.epoch_train = dict(state.get("epoch_train", {}))
         self.diverged_at_step = state.get("diverged_at_step")
         self._elapsed_before = float(state.get("elapsed_s", 0.0))
+        self._last_window = list(state.get("last_window", [0.0, 0.0]))
+        if self.schedule is None or not self.history:
+            return
+        # Extended: the old budget's end was a validation this budget does not make. Drop it,
+        # and give its training window back (the buffer is loaded after this hook).
+        last = self.history[-1]["step"]
+        if not self.schedule.validates_at(last) and last != self.diverged_at_step:
+            self.history.pop()
+            sums = checkpoint["state_dict"]["train_sums"].clone()
+            sums[3:] += torch.tensor(self._last_window, dtype=sums.dtype)
+            checkpoint["state_dict"]["train_sums"] = sums
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -106,7 +136,7 @@ class Classifier(L.LightningModule):
         """One optimizer step per ``(x, y)`` batch; ``batch`` is one, or a block (list) of them."""
         optimizer = self.optimizers()
         step = self.global_step  # counted here: the property is a chain of lookups
-        max_steps = self.trainer.max_steps  # -1: no limit
+        max_steps = self.schedule.total_steps if self.schedule else self.trainer.max_steps
         losses: list[Tensor] = []
         outputs: list[tuple[Tensor, Tensor]] = []
         for x, y in steps_of(batch):
@@ -123,7 +153,7 @@ class Classifier(L.LightningModule):
             if step % self.log_every_n_steps == 0:
                 with torch.no_grad():
                     acc = (logits.argmax(dim=1) == y).float().mean()
-                metrics = {"train/loss": losses[-1], "train/acc": acc}
+                metrics = {TRAIN_LOSS: losses[-1], TRAIN_ACC: acc}
                 self.log_dict(metrics, logger=False)
                 self.log_at_step(metrics)
                 if not math.isfinite(float(loss.detach())):
@@ -161,7 +191,13 @@ class Classifier(L.LightningModule):
     def _diverged(self) -> None:
         if self.diverged_at_step is None:
             self.diverged_at_step = int(self.global_step)
-        self.trainer.should_stop = True
+        if self.schedule is None:  # without a schedule's boundaries, Lightning stops it
+            self.trainer.should_stop = True
+
+    @property
+    def last_validated_step(self) -> int | None:
+        """The step of the last validation in ``history`` (None: none yet)."""
+        return self.history[-1]["step"] if self.history else None
 
     def epoch_train_metrics(self) -> dict[str, float]:
         """Mean training loss and accuracy over this epoch's batches so far."""
@@ -169,11 +205,16 @@ class Classifier(L.LightningModule):
         nan = float("nan")
         return {"train_loss": loss_sum / n if n else nan, "train_acc": correct / n if n else nan}
 
+    def final_train_metrics(self) -> dict[str, float]:
+        """The last epoch's mean training loss and accuracy: of the whole epoch when it ended,
+        else of its steps so far (a budget that ends mid-epoch)."""
+        return self.epoch_train_metrics() if float(self.train_sums[2]) else dict(self.epoch_train)
+
     def on_train_epoch_end(self) -> None:
         self.epoch_train = self.epoch_train_metrics()
         metrics = {
-            "train/loss_epoch": self.epoch_train["train_loss"],
-            "train/acc_epoch": self.epoch_train["train_acc"],
+            TRAIN_LOSS_EPOCH: self.epoch_train["train_loss"],
+            TRAIN_ACC_EPOCH: self.epoch_train["train_acc"],
         }
         self.log_dict(metrics, logger=False)
         self.log_at_step(metrics)
@@ -198,16 +239,19 @@ class Classifier(L.LightningModule):
         val_loss, val_acc = float(self.val_loss.compute()), float(self.val_acc.compute())
         self.val_loss.reset()
         self.val_acc.reset()
-        metrics = {"val/loss": val_loss, "val/acc": val_acc}
+        metrics = {VAL_LOSS: val_loss, VAL_ACC: val_acc}
         self.log_dict(metrics, logger=False)
         if self.trainer.state.fn != TrainerFn.FITTING:
             self.log_at_step(metrics)
             return
         if self.trainer.sanity_checking and self.global_step != 0:
             return  # the validation before training counts only at step 0 (not on a resume)
+        if self.last_validated_step == self.global_step:
+            return  # a step validates once (a resume may ask again)
         self.log_at_step(metrics)
         window_sum, window_n = self.train_sums[3:].tolist()
         window = window_sum / window_n if window_n else None
+        self._last_window = [window_sum, window_n]
         self.train_sums[3:] = 0
         self.history.append(
             {
@@ -221,6 +265,7 @@ class Classifier(L.LightningModule):
         )
 
     def on_test_epoch_end(self) -> None:
-        metrics = {"test/loss": self.test_loss.compute(), "test/acc": self.test_acc.compute()}
+        # read by the run, which logs them with the record (a test stopped by a signal is
+        # done again, and logs nothing twice)
+        metrics = {TEST_LOSS: self.test_loss.compute(), TEST_ACC: self.test_acc.compute()}
         self.log_dict(metrics, logger=False)
-        self.log_at_step(metrics)

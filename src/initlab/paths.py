@@ -15,8 +15,19 @@ from pathlib import Path
 MAX_NAME_BYTES = 255  # a path component on Linux, macOS and Windows filesystems
 
 
+def safe_name(name: str) -> str:
+    """``name`` as one path component inside its parent: a '/' in a value (``key=a/../b``)
+    would make nested directories, or climb out of the sweep dir, so it is written %2F (and a
+    NUL byte, which no path may hold, %00); '.' and '..' alone become %2E and %2E%2E, and an
+    empty name (a job without overrides) "run", so a job never writes into its sweep dir."""
+    name = name.replace("/", "%2F").replace("\0", "%00")
+    return {".": "%2E", "..": "%2E%2E", "": "run"}.get(name, name)
+
+
 def job_dirname(name: str, max_bytes: int = MAX_NAME_BYTES) -> str:
-    """``name`` if it fits in ``max_bytes`` bytes (UTF-8), else its head and a hash of it all."""
+    """``name`` as one directory name (``safe_name``) if it fits in ``max_bytes`` bytes (UTF-8),
+    else its head and a hash of it all."""
+    name = safe_name(name)
     raw = name.encode("utf-8")
     if len(raw) <= max_bytes:
         return name

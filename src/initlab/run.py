@@ -1,22 +1,22 @@
 """One run of the study: data, network, init, train, test, results.json. No Hydra needed.
 
 ``run(cfg, output_dir, optimizer)`` takes a composed config (any nested mapping with the fields
-of ``conf/train.yaml``), a directory that is this run's alone, and an optimizer factory
-(``params -> Optimizer``). Everything it writes goes below ``output_dir``.
+of ``conf/train.yaml``), a directory that is this run's alone (it holds its lock while it runs:
+``initlab.rundir``), and an optimizer factory (``params -> Optimizer``). Everything it writes
+goes below ``output_dir``.
 
 Re-running in the same ``output_dir`` continues the work, but only the work asked for: the run
 there is compared with the one asked for by their fingerprints (``initlab.fingerprint``: the
-settings that determine the result, and the data as the loader read it). The same run finished is
-skipped; unfinished, it resumes from its checkpoint; finished with a smaller budget
-(``trainer.max_epochs``), it is extended; anything else is refused (``RunMismatch``, one line
-saying what differs) and nothing there is touched. ``force: true`` starts over.
+settings that determine the result, the budget in steps, and the data as the loader read it).
+The same run finished is skipped; unfinished, it resumes from its checkpoint; finished with a
+smaller budget, it is extended; anything else is refused (``RunMismatch``, one line saying what
+differs) and nothing there is touched. ``force: true`` starts over, the old run moved aside.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import shutil
 import signal
 import time
 from collections.abc import Mapping
@@ -28,18 +28,19 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import OmegaConf
 
 from initlab import fingerprint as fp
+from initlab._lightning import leave_signals_to_initlab
 from initlab.callbacks import (
-    CheckpointOnSignal,
+    Boundary,
     EpochLine,
     StepProgressBar,
+    StopAtBoundary,
     ThroughputTimer,
-    ValidateAtEpochEnd,
+    ValidateOnSchedule,
 )
 from initlab.checkpoint import (
     AtomicCheckpointIO,
@@ -47,8 +48,11 @@ from initlab.checkpoint import (
     prepare_resume,
     previous_path,
 )
-from initlab.config import EXTEND, role
+from initlab.config import min_train_batch
 from initlab.dashboard import (
+    TEST_ACC,
+    TEST_LOSS,
+    ends_a_run,
     final_metrics,
     hparam_values,
     layout_summary,
@@ -58,22 +62,31 @@ from initlab.dashboard import (
 )
 from initlab.data import MNISTDataModule
 from initlab.diagnostics import LayerDiagnostics
-from initlab.errors import RunMismatch
+from initlab.errors import RunDirBusy, RunMismatch
 from initlab.inits import apply_init
-from initlab.mlp import build_mlp, min_train_batch, resolve_hidden_sizes
+from initlab.lifecycle import (
+    HardStop,
+    Phase,
+    RunInterrupted,
+    StopGuard,
+    signal_numbers,
+)
+from initlab.loggers import make_logger
+from initlab.mlp import build_mlp, resolve_hidden_sizes
 from initlab.module import Classifier, OptimizerFactory
 from initlab.results import (
-    RESULTS_FILE,
     SCHEMA_VERSION,
     area_under_val_acc,
     classify,
     first_reaching,
     write_json_atomic,
 )
+from initlab.rundir import CHECKPOINT, RESULTS_FILE, RunDir
+from initlab.schedule import schedule_of, trainer_arguments
+
+__all__ = ["RunInterrupted", "RunMismatch", "data_module", "previous_run", "record_failure", "run"]
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT = Path("checkpoints") / "last.ckpt"  # below the run dir: what a resume starts from
 
 
 def _plain(cfg: Any) -> Any:
@@ -81,21 +94,6 @@ def _plain(cfg: Any) -> Any:
     if OmegaConf.is_config(cfg):
         return OmegaConf.to_container(cfg, resolve=True)
     return cfg
-
-
-class RunInterrupted(SystemExit):
-    """A signal stopped the run after its step; its checkpoint is saved. The exit status is
-    128 + the signal's number (130 for SIGINT, 143 for SIGTERM), as a shell reports it."""
-
-    def __init__(self, signum: int, checkpoint: Path | None) -> None:
-        super().__init__(128 + signum)
-        self.signum, self.checkpoint = signum, checkpoint
-        self.sweep_dir: Path | None = None  # set by a sweep's entry point
-
-    def __str__(self) -> str:
-        name = signal.Signals(self.signum).name
-        saved = f"checkpoint {self.checkpoint}" if self.checkpoint else "no checkpoint"
-        return f"stopped by {name} ({saved}): run the same command again to resume"
 
 
 def optimizer_record(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
@@ -131,39 +129,12 @@ def describe(cfg: Mapping[str, Any]) -> dict[str, Any]:
         "seed": cfg["seed"],
         "optimizer": None,
         "batch_size": cfg["data"]["batch_size"],
-        "max_epochs": cfg["trainer"]["max_epochs"],
+        "max_epochs": cfg["trainer"]["max_epochs"],  # then the schedule's, once it is known
+        "budget": None,
     }
 
 
-# A Lightning batch costs about 1 ms of loop machinery on CPU, as much as a batch-64 step of the
-# tutorial's MLP; training up to this many steps per Lightning batch amortises it.
-MAX_STEPS_PER_EXECUTION = 50
-MAX_SAMPLES_PER_EXECUTION = 4096  # large batches have little overhead to amortise
-
-
-def steps_per_execution(cfg: Mapping[str, Any]) -> int:
-    """Optimizer steps per Lightning batch: ``cfg["steps_per_execution"]``, or for "auto" the
-    largest divisor of an integer ``trainer.val_check_interval`` (counted in steps) within
-    MAX_STEPS_PER_EXECUTION and MAX_SAMPLES_PER_EXECUTION, so that validation falls on block ends.
-    """
-    value = cfg.get("steps_per_execution", "auto")
-    if value != "auto":
-        return int(value)
-    trainer = cfg["trainer"]
-    cap = max(
-        1, min(MAX_STEPS_PER_EXECUTION, MAX_SAMPLES_PER_EXECUTION // cfg["data"]["batch_size"])
-    )
-    interval = trainer.get("val_check_interval")
-    if isinstance(interval, int) and not isinstance(interval, bool):
-        if trainer.get("check_val_every_n_epoch") is not None:
-            return 1  # Lightning then counts the interval in batches within each epoch
-        return max(k for k in range(1, cap + 1) if interval % k == 0)
-    if interval is None or interval == 1.0:
-        return cap  # validation at epoch ends only: any block size lands on them
-    return 1  # a fraction of an epoch or a time: Lightning needs one step per batch
-
-
-def data_module(cfg: Mapping[str, Any], limit_train_batches: Any = None) -> MNISTDataModule:
+def data_module(cfg: Mapping[str, Any]) -> MNISTDataModule:
     """The run's data module, as its config says (batch norm gets no 1-sample last batch)."""
     d = cfg["data"]
     return MNISTDataModule(
@@ -178,10 +149,8 @@ def data_module(cfg: Mapping[str, Any], limit_train_batches: Any = None) -> MNIS
         std=d["std"],
         split_seed=d["split_seed"],
         seed=cfg["seed"],
-        synthetic_train=d.get("synthetic_train", 1000),
-        synthetic_test=d.get("synthetic_test", 200),
-        steps_per_execution=steps_per_execution(cfg),
-        limit_train_batches=limit_train_batches,
+        synthetic_train=d["synthetic_train"],
+        synthetic_test=d["synthetic_test"],
         # an epoch's last batch too small for batch statistics joins the one before
         min_batch_size=min_train_batch(cfg["norm"]["name"]),
     )
@@ -195,43 +164,106 @@ def run(
 ) -> dict[str, Any]:
     """Train and test one network; write and return its results.json record.
 
-    A loss that stops being finite ends training early with status "diverged" (a result, not a
-    crash). Any exception is recorded as status "failed" with its message, then re-raised (a
-    finished record already there is never replaced by a failure). A signal (SIGTERM, SIGINT,
-    ``checkpoint.signals``) stops training after its step, saves the checkpoint and raises
-    ``RunInterrupted``. ``RunMismatch`` when ``output_dir`` holds another run (module docstring).
+    The run is a sequence of phases (initlab.lifecycle): claim the output dir (``RunDirBusy``
+    when another process holds it), set up (data, fingerprint, what the dir holds), fit, test,
+    record. A signal (SIGTERM, SIGINT, ``checkpoint.signals``) stops it at the next boundary of
+    its phase with that state saved and raises ``RunInterrupted``; the same call then continues
+    to the record an uninterrupted run writes. A loss that stops being finite ends training with
+    status "diverged" (a result, not a crash). Any exception is recorded as status "failed" with
+    its message, then re-raised (a finished record already there is never replaced by a
+    failure). ``RunMismatch`` when ``output_dir`` holds another run (module docstring).
     """
-    t0 = time.perf_counter()
     cfg = _plain(cfg)
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt = out / CHECKPOINT
-    record = describe(cfg)
-    record["output_dir"] = str(out.resolve())
-    timer = ThroughputTimer()
-    built: torch.optim.Optimizer | None = None
-    try:
-        trainer_kwargs = dict(cfg["trainer"])
-        # Lightning would count this limit in its batches, which may be blocks of several steps:
-        # the sampler applies it in steps instead.
-        limit = trainer_kwargs.pop("limit_train_batches", None)
-        datamodule = data_module(cfg, limit)
+    guard = StopGuard(signal_numbers(cfg["checkpoint"]["signals"]))
+    with guard, RunDir(output_dir) as rundir:
+        return _Run(cfg, rundir, optimizer, progress_bar, guard).phases()
+
+
+class _Run:
+    """One run's phases and what they hand each other (``run`` is the public entry)."""
+
+    def __init__(
+        self,
+        cfg: dict[str, Any],
+        rundir: RunDir,
+        optimizer: OptimizerFactory,
+        progress_bar: bool,
+        guard: StopGuard,
+    ) -> None:
+        self.cfg, self.rundir, self.make_optimizer = cfg, rundir, optimizer
+        self.progress_bar, self.guard = progress_bar, guard
+        self.t0 = time.perf_counter()
+        self.record = describe(cfg)
+        self.record["output_dir"] = str(rundir.path.resolve())
+        self.timer = ThroughputTimer()
+        self.built: torch.optim.Optimizer | None = None
+
+    def phases(self) -> dict[str, Any]:
+        try:
+            previous = self.setup()
+            if previous.action == "skip":
+                record = _skipped(self.rundir.path, previous.record, self.cfg)
+                self.guard.check(Phase.SETUP, finished=True)
+                return record
+            self.guard.check(Phase.SETUP)
+            self.fit(previous)
+            test = self.test()
+            return self.write_record(test)
+        except (RunMismatch, RunInterrupted, RunDirBusy):
+            raise
+        except HardStop as stop:
+            ckpt = self.rundir.checkpoint
+            raise RunInterrupted(
+                stop.signum, ckpt if ckpt.is_file() else None, at_once=True
+            ) from None
+        except Exception as exc:
+            record_failure(
+                self.rundir.path,
+                self.cfg,
+                f"{type(exc).__name__}: {exc}",
+                record=self.record,
+                optimizer=self.built,
+                wall_s=time.perf_counter() - self.t0,
+            )
+            raise
+
+    # -- setup: what the dir holds, and what this run is ------------------------------------
+    def setup(self) -> Previous:
+        cfg, record = self.cfg, self.record
+        self.datamodule = datamodule = data_module(cfg)
         datamodule.setup("fit")
         record["dataset"] = datamodule.identity  # what was read, as the loader states it
         record["batch_size"] = datamodule.batch_size
-        asked = fp.fingerprint(cfg, record["dataset"])
-        record["fingerprint"] = asked["sha256"]
-        if cfg.get("force"):
-            _clear_previous(out)
-            previous = Previous("fresh")
-        else:
-            previous = previous_run(out, asked)
-        if previous.action == "skip":
-            return _skipped(out, previous.record, cfg)
+        self.schedule = schedule_of(cfg, len(datamodule.train))
+        datamodule.schedule = self.schedule
+        record["budget"] = self.schedule.describe()
+        record["max_epochs"] = self.schedule.epochs
+        self.asked = fp.fingerprint(cfg, record["dataset"], self.schedule.total_steps)
+        record["fingerprint"] = self.asked["sha256"]
+        for temp in self.rundir.remove_stale_temp_files():
+            log.info("removed %s, left by a write that was interrupted", temp)
+        if cfg["force"]:
+            aside = self.rundir.move_aside(cfg["logger"]["subdir"])
+            if aside is not None:
+                log.warning("force=true: the previous run's files are moved to %s", aside)
+            return Previous("fresh")
+        return previous_run(self.rundir.path, self.asked)
+
+    # -- fit ----------------------------------------------------------------------------------
+    def fit(self, previous: Previous) -> None:
+        cfg, record, schedule = self.cfg, self.record, self.schedule
         resume = previous.checkpoint
         if resume is not None:
             what = "extending the run" if previous.action == "extend" else "resuming"
-            log.info("%s from %s", what, resume)
+            step = _checkpoint_state(resume)[1]["global_step"]
+            log.info("%s from %s (step %d of %d)", what, resume, step, schedule.total_steps)
+            ended = ends_a_run if previous.action == "extend" else None
+            dropped = self.rundir.truncate_logs(step, cfg["logger"]["subdir"], ended)
+            if dropped:
+                log.info("dropped %d logged values after step %d (written again)", dropped, step)
+        elif previous.action == "fresh" and cfg["logger"]["type"] != "none":
+            # a fresh start in a dir whose run left only logs (no checkpoint survived)
+            self.rundir.truncate_logs(-1, cfg["logger"]["subdir"])
         record["seed"] = L.seed_everything(cfg["seed"], workers=True, verbose=False)
         m = cfg["model"]
         net = build_mlp(
@@ -241,23 +273,28 @@ def run(
             activation=m["activation"],
             norm=cfg["norm"]["name"],
             init=partial(
-                apply_init, spec=cfg["init"], batch=datamodule.train.x, activation=m["activation"]
+                apply_init,
+                spec=cfg["init"],
+                batch=self.datamodule.train.x,
+                activation=m["activation"],
             ),
             init_name=cfg["init"]["name"],
         )
-        built = optimizer(net.parameters())  # the one that trains, and that the record states
+        self.built = built = self.make_optimizer(net.parameters())
         record["optimizer"] = optimizer_record(built)
-        module = Classifier(
+        self.module = module = Classifier(
             net,
             built,
             num_classes=m["num_classes"],
-            log_every_n_steps=trainer_kwargs.get("log_every_n_steps", 50),
-            fingerprint=asked,
+            log_every_n_steps=cfg["trainer"]["log_every_n_steps"],
+            fingerprint=self.asked,
+            schedule=schedule,
         )
-        signals = CheckpointOnSignal(ckpt, signals=tuple(cfg["checkpoint"]["signals"]))
+        ckpt = self.rundir.checkpoint
+        self.stopper = StopAtBoundary(ckpt, schedule, self.guard)
         callbacks: list[L.Callback] = [
-            ValidateAtEpochEnd(),
-            timer,
+            ValidateOnSchedule(schedule),
+            self.timer,
             # last.ckpt, rewritten at each epoch end (the one checkpoint a resume needs)
             ModelCheckpoint(
                 dirpath=ckpt.parent,
@@ -266,107 +303,133 @@ def run(
                 save_on_train_epoch_end=True,
                 enable_version_counter=False,
             ),
-            signals,
+            self.stopper,
         ]
-        if progress_bar:
-            callbacks.append(StepProgressBar(datamodule.train_batches_per_epoch))
+        if self.progress_bar:
+            callbacks.append(StepProgressBar(schedule.steps_per_epoch))
         else:
-            callbacks.append(EpochLine(timer))
-        diagnostics = None
-        if (diag := cfg.get("diagnostics")) and diag.get("enabled"):
-            diagnostics = LayerDiagnostics(
+            callbacks.append(EpochLine(self.timer))
+        self.diagnostics = None
+        if (diag := cfg["diagnostics"])["enabled"]:
+            self.diagnostics = LayerDiagnostics(
                 every_n_steps=diag["every_n_steps"],
                 histograms=diag["histograms"],
                 histogram_every_n_steps=diag["histogram_every_n_steps"],
                 symmetry=diag["symmetry"],
+                schedule=schedule,
             )
-            callbacks.append(diagnostics)
-        logger = _logger(cfg.get("logger"), out)
+            callbacks.append(self.diagnostics)
+        self.logger = logger = make_logger(cfg["logger"], self.rundir)
         plugins: list[Any] = [AtomicCheckpointIO()]  # complete checkpoints, in the run dir
         if SLURMEnvironment.detect():  # requeueing is the launcher's (submitit), not Lightning's
             plugins.append(SLURMEnvironment(auto_requeue=False))
-        trainer = L.Trainer(
-            **trainer_kwargs,
+        self.trainer = trainer = L.Trainer(
+            **trainer_arguments(cfg, schedule),
             plugins=plugins,
             logger=logger if logger is not None else False,
             callbacks=callbacks,
-            default_root_dir=out,
-            enable_progress_bar=progress_bar,
+            default_root_dir=self.rundir.path,
+            enable_progress_bar=self.progress_bar,
         )
-        record["max_epochs"] = trainer.max_epochs
-        if isinstance(logger, CSVLogger):
-            logger.log_hyperparams(hparam_values(cfg))  # hparams.yaml beside metrics.csv
-        if isinstance(logger, TensorBoardLogger):  # this run's HPARAMS session and the layout
-            session = session_start_summary(hparam_values(cfg), group_name=out.name)
-            write_summaries(logger.log_dir, [session, layout_summary()])
+        leave_signals_to_initlab(trainer)  # the guard handles them, at the phases' boundaries
+        if logger is not None and resume is None:
+            _log_hyperparams(logger, cfg, self.rundir.path.name)
         try:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
-        except SIGTERMException:
-            signum = signals.received or signal.SIGTERM
-            raise RunInterrupted(signum, ckpt if signals.saved else None) from None
-        t_test = time.perf_counter()
-        trainer.test(module, datamodule=datamodule, verbose=False)
-        test_s = time.perf_counter() - t_test
-        test = trainer.callback_metrics  # the module logs at the step itself, not via Lightning
-    except (RunMismatch, RunInterrupted):
-        raise
-    except Exception as exc:
-        record_failure(
-            out,
-            cfg,
-            f"{type(exc).__name__}: {exc}",
-            record=record,
-            optimizer=built,
-            wall_s=time.perf_counter() - t0,
-        )
-        raise
+            trainer.fit(module, datamodule=self.datamodule, ckpt_path=resume)
+        except Boundary as boundary:
+            if not self.stopper.saved:  # its checkpoint could not be written (a full disk)
+                raise self.stopper.error or OSError("the checkpoint was not saved") from None
+            if boundary.reason == "signal":
+                self._stopped(Phase.FIT, boundary.step)
+        self._stopped(Phase.FIT, trainer.global_step)
 
-    last = module.history[-1] if module.history else {"val_loss": None, "val_acc": None}
-    final = {
-        **module.epoch_train,
-        "val_loss": last["val_loss"],
-        "val_acc": last["val_acc"],
-        "test_loss": float(test["test/loss"]),
-        "test_acc": float(test["test/acc"]),
-    }
-    finite = all(v is not None and math.isfinite(v) for v in final.values())
-    record.update(
-        status="ok" if module.diverged_at_step is None and finite else "diverged",
-        diverged_at_step=module.diverged_at_step,
-        optimizer=optimizer_record(built),  # after a resume: the hyperparameters it trained with
-        final=final,
-        history=module.history,
-        steps_to_val_acc=first_reaching(module.history, cfg["thresholds"], "step"),
-        seconds_to_val_acc=first_reaching(module.history, cfg["thresholds"], "wall_s"),
-        auc_val_acc=area_under_val_acc(module.history),
-        layer_profile=dict(diagnostics.profile) if diagnostics is not None else None,
-        timing={
-            "wall_s": time.perf_counter() - t0,
-            "train_s": timer.train_s,
-            "val_s": timer.val_s,
-            "test_s": test_s,
-            "train_samples": timer.samples,
-            "train_samples_per_s": timer.samples_per_s,
-        },
-        config=cfg,
-    )
-    if logger is not None:
-        logger.log_metrics(final_metrics(record), step=trainer.global_step)
-        logger.finalize("success")
-    if isinstance(logger, TensorBoardLogger):
-        write_summaries(
-            logger.log_dir, [session_end_summary(record["status"])], trainer.global_step
+    def _stopped(self, phase: Phase, step: int) -> None:
+        """A signal arrived: say so once, hand it on (submitit's requeue), stop."""
+        if not self.guard.stopping:
+            return
+        ckpt = self.rundir.checkpoint
+        stop = RunInterrupted(
+            self.guard.received or signal.SIGTERM, ckpt if ckpt.is_file() else None, phase, step
         )
-    write_json_atomic(out / RESULTS_FILE, record)
-    log.info(
-        "%s: test_acc %.4f val_acc %.4f, %s train samples/s -> %s",
-        record["status"],
-        final["test_acc"],
-        final["val_acc"] or float("nan"),
-        f"{timer.samples_per_s:,.0f}" if timer.samples_per_s else "?",
-        out / RESULTS_FILE,
-    )
-    return record
+        log.warning("%s", str(stop).replace(signal.Signals(stop.signum).name, self.guard.note(), 1))
+        self.guard.hand_on()
+        raise stop
+
+    # -- test -----------------------------------------------------------------------------------
+    def test(self) -> dict[str, float]:
+        t_test = time.perf_counter()
+        self.trainer.test(self.module, datamodule=self.datamodule, verbose=False)
+        self.test_s = time.perf_counter() - t_test
+        metrics = self.trainer.callback_metrics  # the module's, read here (one host sync)
+        test = {"test_loss": float(metrics[TEST_LOSS]), "test_acc": float(metrics[TEST_ACC])}
+        self._stopped(Phase.TEST, self.trainer.global_step)  # the test is done again on resume
+        return test
+
+    # -- record ---------------------------------------------------------------------------------
+    def write_record(self, test: dict[str, float]) -> dict[str, Any]:
+        cfg, record, module, trainer = self.cfg, self.record, self.module, self.trainer
+        history = module.history
+        last = history[-1] if history else {"val_loss": None, "val_acc": None}
+        final = {
+            **module.final_train_metrics(),
+            "val_loss": last["val_loss"],
+            "val_acc": last["val_acc"],
+            **test,
+        }
+        finite = all(v is not None and math.isfinite(v) for v in final.values())
+        timer = self.timer
+        record.update(
+            status="ok" if module.diverged_at_step is None and finite else "diverged",
+            diverged_at_step=module.diverged_at_step,
+            optimizer=optimizer_record(self.built),  # after a resume: what it trained with
+            final=final,
+            history=history,
+            steps_to_val_acc=first_reaching(history, cfg["thresholds"], "step"),
+            seconds_to_val_acc=first_reaching(history, cfg["thresholds"], "wall_s"),
+            auc_val_acc=area_under_val_acc(history),
+            layer_profile=dict(self.diagnostics.profile) if self.diagnostics else None,
+            timing={
+                "wall_s": time.perf_counter() - self.t0,
+                "train_s": timer.train_s,
+                "val_s": timer.val_s,
+                "test_s": self.test_s,
+                "train_samples": timer.samples,
+                "train_samples_per_s": timer.samples_per_s,
+            },
+            config=cfg,
+        )
+        logger = self.logger
+        if logger is not None:
+            scalars = {TEST_LOSS: test["test_loss"], TEST_ACC: test["test_acc"]}
+            logger.log_metrics({**scalars, **final_metrics(record)}, step=trainer.global_step)
+            logger.finalize("success")
+        if isinstance(logger, TensorBoardLogger):
+            write_summaries(
+                logger.log_dir, [session_end_summary(record["status"])], trainer.global_step
+            )
+        write_json_atomic(self.rundir.results, record)  # the commit point
+        log.info(
+            "%s: test_acc %.4f val_acc %.4f, %s train samples/s -> %s",
+            record["status"],
+            final["test_acc"],
+            final["val_acc"] or float("nan"),
+            f"{timer.samples_per_s:,.0f}" if timer.samples_per_s else "?",
+            self.rundir.results,
+        )
+        if self.guard.stopping:
+            log.warning("stopped by %s after the run finished", self.guard.note())
+            self.guard.hand_on()
+            raise RunInterrupted(self.guard.received, None, Phase.RECORD, finished=True)
+        return record
+
+
+def _log_hyperparams(logger: Logger, cfg: Mapping[str, Any], group_name: str) -> None:
+    """The run's HPARAMS session and layout (TensorBoard), or hparams.yaml (csv), once."""
+    if isinstance(logger, TensorBoardLogger):
+        session = session_start_summary(hparam_values(cfg), group_name=group_name)
+        write_summaries(logger.log_dir, [session, layout_summary()])
+    else:
+        logger.log_hyperparams(hparam_values(cfg))
 
 
 def record_failure(
@@ -447,7 +510,8 @@ def previous_run(
             )
         if dataset:
             return fp.differences(stored, asked)
-        return fp.differences({**stored, "dataset": None}, {**asked, "dataset": None})
+        # the data is not read yet: the settings alone (the budget needs the data's size)
+        return fp.differences(_settings(stored), _settings(asked))
 
     if category in ("ok", "diverged"):
         diff = diff_from(fp.of_record(record), f"a finished run ({record['status']})")
@@ -467,17 +531,29 @@ def previous_run(
     if path is not None:
         stored, trained = _checkpoint_state(path)
         diff = diff_from(stored, f"a checkpoint ({path.name})")
-        if all(role(k) == EXTEND for k in diff) and _within_budget(trained, asked["config"]):
+        budget = asked["config"].get(fp.BUDGET)
+        within = budget is None or trained["global_step"] <= budget  # training is not undone
+        if fp.budget_only(diff) and within:
             return Previous(action, record, path)
     if action == "extend":
         raise RunMismatch(
             f"{out} holds a finished run that cannot be extended ({fp.describe(diff)}) "
             f"without its checkpoint: {_HOW}"
         )
+    if fp.budget_only(diff):
+        raise RunMismatch(
+            f"{out} holds an unfinished run that has trained {trained['global_step']} steps, "
+            f"past the {budget} steps asked for now: {_HOW}"
+        )
     raise RunMismatch(
-        f"{out} holds an unfinished run of another configuration "
-        f"({fp.describe(diff) or 'it has trained past the budget asked for'}): {_HOW}"
+        f"{out} holds an unfinished run of another configuration ({fp.describe(diff)}): {_HOW}"
     )
+
+
+def _settings(fingerprint: Mapping[str, Any]) -> dict[str, Any]:
+    """A fingerprint without the data and the budget (which needs the data's size)."""
+    config = {k: v for k, v in fingerprint["config"].items() if k != fp.BUDGET}
+    return {"sha256": None, "config": config, "dataset": None}
 
 
 _HOW = (
@@ -508,16 +584,6 @@ def _checkpoint_state(path: Path) -> tuple[dict[str, Any] | None, dict[str, int]
     return (found if isinstance(found, dict) else None), trained
 
 
-def _within_budget(trained: Mapping[str, int], config: Mapping[str, Any]) -> bool:
-    """Whether a checkpoint that ``trained`` this far is within the budget asked for (a resume
-    can change the budget, but not undo training)."""
-    max_epochs = config.get("trainer.max_epochs")
-    max_steps = config.get("trainer.max_steps", -1)
-    epochs_ok = max_epochs is None or trained["epoch"] + 1 <= max_epochs
-    steps_ok = max_steps in (None, -1) or trained["global_step"] <= max_steps
-    return epochs_ok and steps_ok
-
-
 def _skipped(out: Path, record: dict[str, Any], cfg: Mapping[str, Any]) -> dict[str, Any]:
     """A finished run, asked for again: its record, with the thresholds asked for (recomputed
     from its history when they changed; the only setting a finished record follows)."""
@@ -538,26 +604,3 @@ def _skipped(out: Path, record: dict[str, Any], cfg: Mapping[str, Any]) -> dict[
         record["status"],
     )
     return record
-
-
-def _clear_previous(out: Path) -> None:
-    """For force=true: remove the previous attempt's results, checkpoints and event files."""
-    (out / RESULTS_FILE).unlink(missing_ok=True)
-    for sub in ("checkpoints", "tensorboard"):
-        if (out / sub).is_dir():
-            shutil.rmtree(out / sub)
-
-
-def _logger(spec: Mapping[str, Any] | None, out: Path) -> Logger | None:
-    """The run's logger, writing into ``out`` itself (or ``out/<subdir>``): one run per job
-    dir, named as the job (its overrides), so no version_N."""
-    if not spec or spec.get("type") in (None, "none"):
-        return None
-    save_dir = str(out / spec["subdir"]) if spec.get("subdir") else str(out)
-    if spec["type"] == "csv":
-        return CSVLogger(save_dir=save_dir, name="", version="")
-    if spec["type"] != "tensorboard":
-        raise ValueError(f"logger.type={spec['type']!r} is not one of: tensorboard, csv, none")
-    return TensorBoardLogger(
-        save_dir=save_dir, name="", version="", default_hp_metric=False, log_graph=False
-    )

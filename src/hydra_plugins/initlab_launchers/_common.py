@@ -196,7 +196,7 @@ def record_lost_job(
 ) -> JobReturn:
     """Write the lost job's results.json as "failed" (if it has no final one) and return a
     COMPLETED JobReturn with value None (see the module docstring for why not FAILED)."""
-    ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=None)
+    ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)  # value None
     ret.task_name = str(OmegaConf.select(config, "hydra.job.name") or "")
     ret.working_dir = os.getcwd()
     saved = HydraConfig.instance().cfg

@@ -47,10 +47,13 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
+from initlab._hydra import job_value
+
 log = logging.getLogger(__name__)
 job_log = logging.getLogger("initlab.launcher")  # the header line in each job's log
 
 STOP_TIMEOUT_S = 10.0
+POLL_S = 0.5  # how often the launching process looks for a signal to the sweep while it waits
 
 
 class InitlabLocalLauncher(Launcher):
@@ -115,6 +118,10 @@ class InitlabLocalLauncher(Launcher):
             job_finished(job_dir(ret), jobs[index][1], total)
 
         pool.run(jobs, finished)
+        from initlab.lifecycle import Phase, sweep_guard
+
+        if (guard := sweep_guard()) is not None:
+            guard.check(Phase.JOBS)  # stopped by a signal: the jobs that ran are recorded
         assert all(isinstance(r, JobReturn) for r in returns)
         return returns
 
@@ -166,10 +173,22 @@ class _Pool:
         ``finished(index, None, why)`` when its worker died with it."""
         import cloudpickle
 
+        from initlab.lifecycle import sweep_guard
+
         pending = deque(range(len(jobs)))
         workers = [self._start(slot) for slot in range(self.plan.n_jobs)]
+        guard = sweep_guard()
+        stopping = False
         try:
             while pending or any(w.job is not None for w in workers):
+                if guard is not None and guard.stopping and not stopping:
+                    # a signal to the sweep: no new job; the running ones get SIGTERM, stop at
+                    # their next boundary with their state saved, and report back
+                    stopping = True
+                    pending.clear()
+                    for w in workers:
+                        if w.job is not None and w.process.is_alive():
+                            w.process.terminate()
                 for i, w in enumerate(workers):
                     if w.job is not None or not pending:
                         continue
@@ -182,7 +201,11 @@ class _Pool:
                     with contextlib.suppress(OSError):
                         w.conn.send(jobs[w.job])
                 busy = [w for w in workers if w.job is not None]
-                ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy])
+                if not busy:
+                    break
+                ready = wait(
+                    [w.conn for w in busy] + [w.process.sentinel for w in busy], timeout=POLL_S
+                )
                 for w in busy:
                     if w.conn not in ready and w.process.sentinel not in ready:
                         continue
@@ -278,7 +301,8 @@ def _worker_main(conn: Connection, payload: bytes, info: tuple[int, int, int, in
         try:
             data = cloudpickle.dumps(ret)
         except Exception as exc:  # an unpicklable return value or exception
-            ret.return_value = RuntimeError(f"{ret.return_value!r} (unpicklable: {exc})")
+            value = job_value(ret)  # the value, or a failed job's exception (not raised)
+            ret.return_value = RuntimeError(f"{value!r} (unpicklable: {exc})")
             if ret.status == JobStatus.COMPLETED:
                 ret.status = JobStatus.FAILED
             data = cloudpickle.dumps(ret)
@@ -330,8 +354,10 @@ def _run_one(
             job_subdir_key="hydra.sweep.subdir",
         )
         if ret.status == JobStatus.FAILED:
-            log.error("job #%d raised", num, exc_info=ret._return_value)
+            log.error("job #%d raised", num, exc_info=job_value(ret))
         return ret
     except BaseException as exc:  # e.g. SystemExit(2) from a config error: Hydra's semantics
         log.error("job #%d ended with %r", num, exc)
-        return JobReturn(overrides=overrides, status=JobStatus.FAILED, _return_value=exc)
+        ret = JobReturn(overrides=overrides, status=JobStatus.FAILED)
+        ret.return_value = exc
+        return ret

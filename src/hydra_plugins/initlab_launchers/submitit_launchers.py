@@ -173,9 +173,15 @@ class _Isolated:
 
 def _as_completed(jobs: Sequence[Any], poll_s: float) -> Iterator[tuple[int, Any]]:
     """(index, job) for each submitit job as it ends, polling every ``poll_s`` seconds (submitit
-    caches the scheduler's state between its own polls of sacct)."""
+    caches the scheduler's state between its own polls of sacct). A signal to the sweep's
+    process stops the wait (``RunInterrupted``): its jobs are the scheduler's, and go on."""
+    from initlab.lifecycle import Phase, sweep_guard
+
     pending = dict(enumerate(jobs))
+    guard = sweep_guard()
     while pending:
+        if guard is not None:  # a signal to the sweep: stop waiting (the jobs go on)
+            guard.check(Phase.JOBS)
         ended = [i for i, job in pending.items() if job.done()]
         for i in ended:
             yield i, pending.pop(i)

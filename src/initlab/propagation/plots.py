@@ -13,6 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from initlab.propagation import PROPAGATION_FILE
+from initlab.results import (
+    MAX_RESULTS_BYTES,
+    Field,
+    ListOf,
+    Obj,
+    RefusedFile,
+    check_value,
+    find_named,
+    read_json,
+)
 
 MEAN_LABEL = "mean over seeds (filled)"
 MEDIAN_LABEL = "median over seeds (hollow)"
@@ -210,8 +220,73 @@ def plot_sweep(records: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
 
 
 def find_propagation(sweep_dir: str | Path) -> list[Path]:
-    """Every propagation.json below a run or sweep directory, sorted."""
-    return sorted(Path(sweep_dir).rglob(PROPAGATION_FILE))
+    """Every propagation.json below a run or sweep directory, sorted (a dangling symlink too:
+    initlab.results.find_named)."""
+    return find_named(sweep_dir, PROPAGATION_FILE)
+
+
+# What a propagation.json must hold for plot_run / plot_sweep to draw it (the record has more;
+# initlab.results' schema types).
+_MOMENT = Field(
+    Obj(
+        {
+            "measured": Field("number", nullable=True, required=True),
+            "median": Field("number", nullable=True, required=True),
+            "predicted": Field("number", nullable=True, required=True),
+            "per_seed": Field(ListOf(Field("number", nullable=True)), required=True),
+        }
+    ),
+    nullable=True,
+)
+DRAWN = Field(
+    Obj(
+        {
+            "init": Field("nonempty str", required=True),
+            "activation": Field("str", required=True),
+            "norm": Field("str", required=True),
+            "depth": Field("int", required=True, low=0),
+            "widths": Field(ListOf(Field("int", low=1), nonempty=True), required=True),
+            "seeds": Field(ListOf(Field("int")), required=True),
+            "inputs": Field(Obj({"dataset": Field("str", required=True)}), required=True),
+            "layers": Field(
+                ListOf(
+                    Field(
+                        Obj({"index": Field("int", required=True), "q": _MOMENT, "grad_q": _MOMENT})
+                    )
+                ),
+                required=True,
+            ),
+        }
+    )
+)
+
+
+def propagation_problem(record: Any) -> str | None:
+    """Why ``record`` (a parsed propagation.json) is not a record the plots can draw; None when
+    it is one. One line."""
+    if not isinstance(record, dict):
+        return f"not a JSON object ({type(record).__name__})"
+    return check_value(record, DRAWN, "")
+
+
+def read_propagation(paths: Sequence[Path]) -> tuple[list[dict], list[tuple[Path, str]]]:
+    """The records at ``paths`` that the plots can draw, and (path, why) for each other one: not
+    a regular file (never opened), too large, not strict JSON, or not such a record."""
+    records, skipped = [], []
+    for path in paths:
+        try:
+            record = read_json(path, MAX_RESULTS_BYTES, f"a {PROPAGATION_FILE}")
+        except RefusedFile as exc:
+            why: str | None = str(exc)
+        except Exception as exc:  # OSError, not UTF-8, not JSON, nested too deep
+            why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        else:
+            why = propagation_problem(record)
+        if why is None:
+            records.append(record)
+        else:
+            skipped.append((path, why))
+    return records, skipped
 
 
 def table(record: Mapping[str, Any]) -> str:

@@ -71,21 +71,27 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def write_report(sweep_dir: str | Path, plots: bool = True) -> Path:
+def write_report(
+    sweep_dir: str | Path, plots: bool = True, out_dir: str | Path | None = None
+) -> Path:
     """Read every results.json below ``sweep_dir`` and write summary.csv, the plots and
-    summary.md into it (each atomically). Returns the path of summary.md.
+    summary.md into it, or into ``out_dir`` (made if missing) when given (each atomically).
+    Returns the path of summary.md.
 
     A plot that fails is named in summary.md with its error; the tables are written anyway.
     ``plots=False`` writes the tables only.
-    Raises FileNotFoundError when ``sweep_dir`` is not a directory.
+    Raises FileNotFoundError when ``sweep_dir`` is not a directory, OSError when the report
+    cannot be written (a read-only directory), before any plot is drawn.
     """
     root = Path(sweep_dir).resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"{sweep_dir} is not a directory")
+    out = root if out_dir is None else Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
     runs, unreadable = load_runs(root)
     configs = sorted(group_configs(runs), key=sort_key)
     speed_key = speed_threshold(runs, report_thresholds(runs))
-    write_text_atomic(root / SUMMARY_CSV, summary_csv(runs, unreadable, root))
+    write_text_atomic(out / SUMMARY_CSV, summary_csv(runs, unreadable, root))
 
     drawn: list[tuple[str, str]] = []
     errors: list[str] = []
@@ -102,35 +108,35 @@ def write_report(sweep_dir: str | Path, plots: bool = True) -> Path:
         attempt(
             VAL_PLOT,
             "Validation accuracy against step, per init (mean, min-max band over seeds)",
-            lambda: plot_val_curves(configs, root / VAL_PLOT),
+            lambda: plot_val_curves(configs, out / VAL_PLOT),
         )
         attempt(
             HEATMAP_PLOT,
             "Mean test accuracy, init x norm",
-            lambda: plot_heatmap(configs, root / HEATMAP_PLOT),
+            lambda: plot_heatmap(configs, out / HEATMAP_PLOT),
         )
-        if len({c.key["depth"] for c in configs}) > 1:
+        if len({c.key["depth"] for c in configs} - {None}) > 1:
             attempt(
                 DEPTH_PLOT,
                 f"Test accuracy and steps to {pct(speed_key)}% val accuracy against depth, "
                 "per init",
-                lambda: plot_depth(configs, root / DEPTH_PLOT, speed_key),
+                lambda: plot_depth(configs, out / DEPTH_PLOT, speed_key),
             )
         attempt(
             PHASE_PLOT,
             "Phase diagram: accuracy over (σ_w², depth) with the mean-field depth scales",
-            lambda: plot_phase_diagram(configs, root / PHASE_PLOT),
+            lambda: plot_phase_diagram(configs, out / PHASE_PLOT),
         )
         attempt(
             GRADIENT_PLOT,
             "Back-propagated gradient across layers, at step 0 and at the end, per init",
-            lambda: plot_gradient_profile(configs, root / GRADIENT_PLOT),
+            lambda: plot_gradient_profile(configs, out / GRADIENT_PLOT),
         )
     if plots and not (root / PROPAGATION_FILE).exists():  # a propagation run has its own plot
         attempt(
             PROPAGATION_PLOT,
             "Signal propagation at init: q_l per layer, measured and predicted",
-            lambda: plot_propagation(root, root / PROPAGATION_PLOT),
+            lambda: plot_propagation(root, out / PROPAGATION_PLOT),
         )
     text = render_summary(root, runs, unreadable, configs, drawn, errors)
-    return write_text_atomic(root / SUMMARY_MD, text)
+    return write_text_atomic(out / SUMMARY_MD, text)

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from initlab.propagation import PROPAGATION_FILE
-from initlab.propagation.plots import log_ticks, plot_sweep
+from initlab.propagation.plots import find_propagation, log_ticks, plot_sweep, read_propagation
 from initlab.report.aggregate import (
     INIT_ORDER,
     NORM_ORDER,
@@ -34,7 +33,6 @@ from initlab.report.aggregate import (
 from initlab.report.files import save_figure_atomic
 from initlab.report.load import number, pct, report_thresholds, validations
 from initlab.report.tables import fmt_status
-from initlab.results import read_results
 
 if TYPE_CHECKING:
     from matplotlib.colors import Normalize
@@ -454,7 +452,10 @@ def plot_depth(configs: Sequence[Config], path: Path, speed_key: str | None = No
     """Test accuracy and steps to ``speed_key`` val accuracy (default: speed_threshold of the
     runs: 95% when recorded) against depth, one line per init; one column per value of the other
     varying fields (norm, ...). The configurations whose seeds did not all reach the threshold
-    are marked in a strip between the two, one row per init, so that no marker hides another."""
+    are marked in a strip between the two, one row per init, so that no marker hides another.
+    A configuration without a depth (a run that failed before its config could be described)
+    has no place on the axis and is left out."""
+    configs = [c for c in configs if c.key["depth"] is not None]
     runs = [r for c in configs for r in c.runs]
     keys = report_thresholds(runs)
     key = speed_threshold(runs, keys) if speed_key is None else speed_key
@@ -552,15 +553,12 @@ def plot_depth(configs: Sequence[Config], path: Path, speed_key: str | None = No
 def plot_propagation(sweep_dir: Path, path: Path) -> Path | None:
     """The propagation study's plot of every propagation.json below ``sweep_dir`` (drawn by
     initlab.propagation.plots.plot_sweep); None when there are none."""
-    paths = sorted(sweep_dir.rglob(PROPAGATION_FILE))
+    paths = find_propagation(sweep_dir)
     if not paths:
         return None
-    records = []
-    for p in paths:
-        try:
-            records.append(read_results(p))
-        except (OSError, ValueError) as exc:
-            log.warning("report: skipping unreadable %s (%s)", p, exc)
+    records, skipped = read_propagation(paths)
+    for p, why in skipped:
+        log.warning("report: skipping unreadable %s (%s)", p, why)
     if not records:
         return None
     plot_sweep(records, path)
