@@ -335,3 +335,18 @@ def test_a_signal_during_the_report_of_a_sweep_keeps_its_tally_and_report(tmp_pa
     assert "stopped by SIGTERM after its report was written" in output
     assert "before any run finished" not in output and "Traceback" not in output
     assert (tmp_path / "s" / "summary.md").is_file()
+
+
+@pytest.mark.parametrize(("where", "says"), [("setup", "in its setup phase"),
+                                             ("record", "with the run finished")])  # fmt: skip
+def test_every_stop_says_in_one_line_where_it_stopped_and_what_it_saved(
+    tmp_path, monkeypatch, caplog, where, says
+):
+    schedule = {"block": "auto", "epochs": 1, "max_steps": None, "limit": None, "interval": 4,
+                "per_epoch": False}  # fmt: skip
+    with monkeypatch.context() as m:
+        _patch_moments(m, _Moment(where, 1, signal.SIGTERM))
+        with caplog.at_level("WARNING", logger="initlab.run"), pytest.raises(RunInterrupted):
+            run(_config(schedule), tmp_path / "run", _optimizer())
+    stops = [r.getMessage() for r in caplog.records if "stopped by" in r.getMessage()]
+    assert len(stops) == 1 and stops[0].startswith("stopped by SIGTERM") and says in stops[0]

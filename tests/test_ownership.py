@@ -181,13 +181,26 @@ def test_a_job_dir_stays_inside_its_sweep_dir_whatever_the_values(name):
     assert len(job.name.encode()) <= 255
 
 
-def test_a_run_dir_holding_a_file_is_refused(tmp_path):
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        (lambda run: run.write_text("not a dir"), "is a file, not a directory"),
+        (lambda run: (run / "results.json").mkdir(parents=True), "is a directory, where the run"),
+        (
+            lambda run: (
+                (run / "checkpoints").parent.mkdir() or (run / "checkpoints").write_text("")
+            ),
+            "is not a directory, where the run keeps its checkpoints",
+        ),  # fmt: skip
+    ],
+)
+def test_what_stands_where_the_run_writes_is_refused(tmp_path, make, says):
     from initlab.cli import BadInput, check
 
     from .conftest import CONF
 
-    (tmp_path / "run").write_text("not a dir")
-    with pytest.raises(BadInput, match="is a file"):
+    make(tmp_path / "run")
+    with pytest.raises(BadInput, match=says):
         check(["data=synthetic", f"hydra.run.dir={tmp_path / 'run'}"], CONF, "train")
 
 

@@ -100,6 +100,7 @@ def check_output_dir(path: Path, creatable: bool = True) -> None:
             )
     if where.exists() and not where.is_dir():
         raise BadInput(f"output directory {path} is a file, not a directory")
+    _check_run_files(where)
     from initlab.rundir import RunDir, describe_holder
 
     holder = RunDir(path).holder() if where.is_dir() else None
@@ -110,6 +111,22 @@ def check_output_dir(path: Path, creatable: bool = True) -> None:
         )
     if creatable and not _can_create(path):
         raise BadInput(f"output directory {path} cannot be created or written")
+
+
+def _check_run_files(where: Path) -> None:
+    """What a run writes in its dir must be writable there: results.json (and the csv
+    logger's files) files or absent, checkpoints/ a directory or absent."""
+    from initlab.results import RESULTS_FILE, file_kind
+    from initlab.rundir import CHECKPOINT, HPARAMS_YAML, METRICS_CSV
+
+    for name in (RESULTS_FILE, METRICS_CSV, HPARAMS_YAML):
+        path = where / name
+        if os.path.lexists(path) and (kind := file_kind(path)) is not None:
+            raise BadInput(f"{path} is {kind}, where the run writes a file: move it away")
+    folder = where / CHECKPOINT.parent
+    if os.path.lexists(folder) and not folder.is_dir():
+        raise BadInput(f"{folder} is not a directory, where the run keeps its checkpoints: "
+                       "move it away")  # fmt: skip
 
 
 def check_space(path: Path, cfg: Mapping[str, Any]) -> None:

@@ -76,7 +76,7 @@ class RunInterrupted(SystemExit):
     def __str__(self) -> str:
         name = signal.Signals(self.signum).name
         if self.finished:
-            return f"stopped by {name} after the run finished (its results.json is written)"
+            return f"stopped by {name} with the run finished (its results.json is written)"
         where = f" at step {self.step}" if self.step is not None else ""
         how = "at once" if self.at_once else f"in its {self.phase.value} phase{where}"
         saved = f"checkpoint {self.checkpoint}" if self.checkpoint else "nothing new to save"

@@ -203,9 +203,9 @@ class _Run:
             previous = self.setup()
             if previous.action == "skip":
                 record = _skipped(self.rundir.path, previous.record, self.cfg)
-                self.guard.check(Phase.SETUP, finished=True)
+                self._stopped(Phase.SETUP, finished=True)
                 return record
-            self.guard.check(Phase.SETUP)
+            self._stopped(Phase.SETUP)
             self.fit(previous)
             test = self.test()
             return self.write_record(test)
@@ -343,13 +343,15 @@ class _Run:
                 self._stopped(Phase.FIT, boundary.step)
         self._stopped(Phase.FIT, trainer.global_step)
 
-    def _stopped(self, phase: Phase, step: int) -> None:
-        """A signal arrived: say so once, hand it on (submitit's requeue), stop."""
+    def _stopped(self, phase: Phase, step: int | None = None, finished: bool = False) -> None:
+        """At a phase's boundary: if a signal arrived, say so once (with the state saved), hand
+        it on (submitit's requeue), and stop."""
         if not self.guard.stopping:
             return
         ckpt = self.rundir.checkpoint
+        saved = ckpt if phase in (Phase.FIT, Phase.TEST) and ckpt.is_file() else None
         stop = RunInterrupted(
-            self.guard.received or signal.SIGTERM, ckpt if ckpt.is_file() else None, phase, step
+            self.guard.received or signal.SIGTERM, saved, phase, step, finished=finished
         )
         log.warning("%s", str(stop).replace(signal.Signals(stop.signum).name, self.guard.note(), 1))
         self.guard.hand_on()
@@ -416,10 +418,7 @@ class _Run:
             f"{timer.samples_per_s:,.0f}" if timer.samples_per_s else "?",
             self.rundir.results,
         )
-        if self.guard.stopping:
-            log.warning("stopped by %s after the run finished", self.guard.note())
-            self.guard.hand_on()
-            raise RunInterrupted(self.guard.received, None, Phase.RECORD, finished=True)
+        self._stopped(Phase.RECORD, finished=True)
         return record
 
 
