@@ -137,12 +137,11 @@ class StopGuard:
             if callable(previous):
                 previous(self.received, None)
 
-    def check(
-        self, phase: Phase, checkpoint: Path | None = None, step: int | None = None, **kw: Any
-    ) -> None:
-        """At a phase boundary: raise ``RunInterrupted`` if a signal arrived."""
+    def check(self, phase: Phase) -> None:
+        """At a sweep's boundary between jobs: raise ``RunInterrupted`` if a signal arrived (a
+        run's own boundaries say what they saved: ``initlab.run``)."""
         if self.received is not None:
-            raise RunInterrupted(self.received, checkpoint, phase, step, **kw)
+            raise RunInterrupted(self.received, None, phase)
 
 
 # The guards installed in this process, outermost first: a process has one set of signal
