@@ -17,6 +17,7 @@ its error).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -71,6 +72,13 @@ ACTIVATION_FUNCTIONS: dict[str, tuple[Callable[[Array], Array], Callable[[Array]
 }
 
 
+@functools.lru_cache(maxsize=8)
+def _legendre(points: int) -> tuple[Array, Array]:
+    """Gauss-Legendre nodes and weights on [-1, 1] (computed once per count: the fixed points and
+    depth scales call for them thousands of times)."""
+    return np.polynomial.legendre.leggauss(points)
+
+
 def gaussian_nodes(mean: float, var: float, points: int = QUADRATURE_POINTS) -> tuple[Array, Array]:
     """Nodes h and weights w with sum(w f(h)) = E[f(h)] for h ~ N(mean, var): composite
     Gauss-Legendre quadrature, ``points`` nodes per panel.
@@ -86,7 +94,7 @@ def gaussian_nodes(mean: float, var: float, points: int = QUADRATURE_POINTS) -> 
     lo, hi = mean - 12.0 * sd, mean + 12.0 * sd
     inner = np.arange(-20.0, 20.25, 0.5)
     edges = np.unique(np.concatenate([np.linspace(lo, hi, 49), inner[(inner > lo) & (inner < hi)]]))
-    nodes, weights = np.polynomial.legendre.leggauss(points)
+    nodes, weights = _legendre(points)
     a, b = edges[:-1, None], edges[1:, None]
     h = (a + b) / 2 + (b - a) / 2 * nodes
     w = (b - a) / 2 * weights * _gauss_pdf((h - mean) / sd) / sd
@@ -240,7 +248,7 @@ Q_STAR_MAX_ITER = 10_000
 Q_STAR_RTOL = 1e-13
 Q_DIVERGED = 1e30  # the q map iterated past this is taken to have no finite fixed point
 HOMOGENEOUS = ("relu", "leaky_relu", "linear")  # E[phi(sqrt(q) z)^2] = m q: the maps close
-_BISECTIONS = 60  # halvings of the bracket: 2^-60 of it, below float64 resolution
+_BISECTIONS = 60  # narrowings of a bracket at most (60 halvings: below float64 resolution)
 
 
 def _check_activation(activation: str) -> None:
@@ -282,6 +290,7 @@ def pair_moments(activation: str, q: float, c: float) -> tuple[float, float]:
     return float(w1 @ (phi(u1) * inner[0])), float(w1 @ (dphi(u1) * inner[1]))
 
 
+@functools.lru_cache(maxsize=1024)
 def q_star(activation: str, sigma_w2: float, sigma_b2: float) -> float:
     """The fixed point of the q map, iterated from q = 1 (the attracting one, which a deep net
     reaches); math.inf where q grows without bound (relu with sigma_w2 >= 2).
@@ -336,7 +345,7 @@ def c_star(activation: str, sigma_w2: float, sigma_b2: float) -> float:
     E[phi(u1) phi(u2)] = sum_n a_n^2 q^n c^n (Hermite expansion), so the map f is increasing and
     convex on [0, 1] with f(1) = 1 and f'(1) = chi_1: for chi_1 <= 1 (ordered, critical) c* = 1
     is the only attractor; for chi_1 > 1 (chaotic) g = f(c) - c is >= 0 below the other root and
-    < 0 above it, which a bisection finds (c* = 0 when f(0) = 0, odd phi with sigma_b2 = 0).
+    < 0 above it, which regula falsi finds (c* = 0 when f(0) = 0, odd phi with sigma_b2 = 0).
     """
     if chi_1(activation, sigma_w2, sigma_b2) <= 1.0 or math.isinf(
         q_star(activation, sigma_w2, sigma_b2)
@@ -355,12 +364,27 @@ def c_star(activation: str, sigma_w2: float, sigma_b2: float) -> float:
         lo = x
     if hi is None:
         return 1.0  # within 2^-49 of 1
+    # Illinois regula falsi on the bracket (g(lo) >= 0 > g(hi)): superlinear where bisection
+    # halves, about 10 evaluations of the 2-D integral instead of 60; the bracket always holds
+    # the root, and the loop ends when it is as tight as float64 allows
+    g_lo, g_hi, side = g(lo), g(hi), 0
     for _ in range(_BISECTIONS):
-        mid = (lo + hi) / 2
-        if g(mid) >= 0.0:
-            lo = mid
+        mid = (lo * g_hi - hi * g_lo) / (g_hi - g_lo)
+        if not lo < mid < hi:
+            mid = (lo + hi) / 2
+        g_mid = g(mid)
+        if g_mid >= 0.0:
+            lo, g_lo = mid, g_mid
+            if side == 1:
+                g_hi /= 2
+            side = 1
         else:
-            hi = mid
+            hi, g_hi = mid, g_mid
+            if side == -1:
+                g_lo /= 2
+            side = -1
+        if g_mid == 0.0 or hi - lo <= 4 * math.ulp(hi):
+            break
     return (lo + hi) / 2
 
 
