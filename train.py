@@ -14,6 +14,7 @@ and tab completion (``-sc``) print their text without them (tests/test_terminal.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import signal
 import sys
@@ -117,10 +118,12 @@ def _own(checked: Checked) -> None:
     from initlab.rundir import RunDir
 
     try:
-        RunDir(checked.output_dir).claim()  # released when this process ends
+        rundir = RunDir(checked.output_dir).claim()
     except RunDirBusy as exc:
         print(f"initlab: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    # released as this process ends (a kill leaves it held, and the next one says so)
+    atexit.register(rundir.release)
     sys.argv.append(checked.pinned())
 
 

@@ -81,6 +81,9 @@ def test_a_lock_left_by_a_killed_process_is_taken_over_and_says_so(tmp_path):
     result = run_train([*FAST, f"hydra.run.dir={out}"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "took over the lock left by process" in result.stderr  # said on the terminal
+    assert (out / ".initlab.lock").read_text() == ""  # train.py released it as it ended
+    again = run_train([*FAST, f"hydra.run.dir={out}"], cwd=tmp_path)  # a clean end: no takeover
+    assert again.returncode == 0 and "took over" not in again.stderr, again.stderr[-2000:]
 
 
 def test_claims_are_exclusive_between_processes_and_reentrant_within_one(tmp_path):
