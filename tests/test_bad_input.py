@@ -54,6 +54,8 @@ CASES = [
     (["data.std=0"], ["data.std=0", "> 0"]),
     (["data.split_seed=-3"], ["data.split_seed=-3", "[0, 4294967295]"]),
     (["data.val_size=1000"], ["data.val_size=1000", "smaller than the 1000"]),
+    (["data.train_eval_size=-5"], ["data.train_eval_size=-5", ">= 0"]),
+    (["data.train_eval_size=801"], ["data.train_eval_size=801", "use at most 800"]),
     (["data.synthetic_train=10"], ["data.synthetic_train=10", ">= 20"]),
     (["thresholds=[0.9,1.0]"], ["thresholds=[0.9, 1.0]", "(0, 1)"]),
     (["thresholds=[0.9,0.9]"], ["thresholds=[0.9, 0.9]", "distinct"]),

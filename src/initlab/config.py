@@ -147,6 +147,10 @@ class DataConf:
     batch_size: int = _setting(64, POS_INT, _pos_int)
     eval_batch_size: int = _setting(1000, POS_INT, _pos_int)
     val_size: int = _setting(5000, POS_INT, _pos_int)  # split off the 60,000 training images
+    # training images evaluated (eval mode, like val) at every validation: a fixed subset, the
+    # same for every seed. 0: none. The running mean of batch accuracy over an epoch
+    # (final.train_acc) mostly says how fast a net learned; this says where it is.
+    train_eval_size: int = _setting(0, "an integer >= 0", lambda v: _int(v) and v >= 0)
     split_seed: int = _setting(0, f"an integer in [0, {SEED_MAX}]", _seed)  # every run, one split
     mean: float = _setting(MNIST_MEAN, "a finite number", _number)
     std: float = _setting(MNIST_STD, "a number > 0", lambda v: _number(v) and v > 0)
@@ -707,6 +711,13 @@ def _cross_checks(cfg: Mapping[str, Any]) -> None:
             f"{n_train} training images it is split from"
         )
     need = min_train_batch(norm)
+    if n_train is not None and data["train_eval_size"] > n_train - data["val_size"]:
+        raise ConfigError(
+            f"data.train_eval_size={data['train_eval_size']} exceeds the "
+            f"{n_train - data['val_size']} training images of data.name={data['name']} "
+            f"(data.val_size={data['val_size']} of {n_train} held out): use at most "
+            f"{n_train - data['val_size']}"
+        )
     if data["batch_size"] < need:
         raise ConfigError(
             f"data.batch_size={data['batch_size']} must be at least {need} with norm={norm} "

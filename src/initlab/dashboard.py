@@ -77,6 +77,8 @@ LAYER_CHARTS = (
 TRAIN_LOSS, TRAIN_ACC = "train/loss", "train/acc"  # every log_every_n_steps steps
 TRAIN_LOSS_EPOCH, TRAIN_ACC_EPOCH = "train/loss_epoch", "train/acc_epoch"
 VAL_LOSS, VAL_ACC = "val/loss", "val/acc"  # at every validation
+# with data.train_eval_size: the fixed training subset, evaluated at every validation
+TRAIN_EVAL_LOSS, TRAIN_EVAL_ACC = "train/eval_loss", "train/eval_acc"
 TEST_LOSS, TEST_ACC = "test/loss", "test/acc"  # once, with the record
 VAL_AUC, DIVERGED = "val/auc", "train/diverged"  # with the record
 
@@ -268,6 +270,7 @@ def layout_summary() -> Summary:
             chart("train loss", f"^{TRAIN_LOSS}$"),
             chart("val loss", f"^{VAL_LOSS}$"),
             chart("train accuracy", f"^{TRAIN_ACC}$"),
+            chart("train accuracy, evaluated on a fixed subset", f"^{TRAIN_EVAL_ACC}$"),
         ],
     )
     layers = layout_pb2.Category(

@@ -601,7 +601,9 @@ class MNISTDataModule(L.LightningDataModule):
     set's size) gives the batches of an epoch and, with blocks of several steps, where each
     block ends (see ``BatchIndexSampler``); without one, ``limit_train_batches`` (an int, or a
     fraction of the epoch) counts batches. An epoch's last training batch smaller than
-    ``min_batch_size`` is merged into the one before it.
+    ``min_batch_size`` is merged into the one before it. ``train_eval_size`` > 0 picks that many
+    training images (by ``split_seed``: the same for every run seed) to evaluate at every
+    validation, as a second validation dataloader.
     """
 
     def __init__(
@@ -611,6 +613,7 @@ class MNISTDataModule(L.LightningDataModule):
         batch_size: int = DataConf.batch_size,
         eval_batch_size: int = DataConf.eval_batch_size,
         val_size: int = DataConf.val_size,
+        train_eval_size: int = DataConf.train_eval_size,
         download: bool = DataConf.download,
         fallback: bool = DataConf.fallback,
         mean: float = DataConf.mean,
@@ -638,6 +641,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.val_size = val_size
+        self.train_eval_size = train_eval_size
         self.download = download
         self.fallback = fallback
         self.mean, self.std = mean, std
@@ -652,6 +656,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.train: Split | None = None
         self.val: Split | None = None
         self.test: Split | None = None
+        self.train_eval: Split | None = None  # a fixed subset of train, evaluated like val
 
     # -- loading ---------------------------------------------------------------------------
     def _missing_mnist(self, reason: str) -> tuple[Tensor, Tensor]:
@@ -717,6 +722,18 @@ class MNISTDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train is not None:
             return
+        self._load()
+        if self.train_eval_size:
+            if self.train_eval_size > len(self.train):
+                raise DataError(
+                    f"data.train_eval_size={self.train_eval_size} exceeds the {len(self.train)} "
+                    f"training images of {self.dataset_name}"
+                )
+            # the same images for every run seed: chosen by split_seed alone
+            _, chosen = split_indices(len(self.train), self.train_eval_size, self.split_seed)
+            self.train_eval = Split(self.train.x[chosen], self.train.y[chosen])
+
+    def _load(self) -> None:
         self.files = {}
         if self.name == "synthetic":
             with tempfile.TemporaryDirectory(prefix="initlab-synthetic-") as tmp:
@@ -746,7 +763,10 @@ class MNISTDataModule(L.LightningDataModule):
 
     @property
     def sizes(self) -> dict[str, int]:
-        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+        sizes = {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+        if self.train_eval is not None:  # absent when off: runs without it keep their identity
+            sizes["train_eval"] = len(self.train_eval)
+        return sizes
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -801,9 +821,16 @@ class MNISTDataModule(L.LightningDataModule):
             return split
         return Split(split.x.to(device), split.y.to(device))
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        """The validation images; with ``train_eval_size``, also the fixed training subset, as
+        Lightning's second validation dataloader (``dataloader_idx`` 1)."""
         self.val = self._on_device(self.val)
-        return batch_loader(self.val, self.eval_batch_size, shuffle=False, device=self.val.x.device)
+        val = batch_loader(self.val, self.eval_batch_size, shuffle=False, device=self.val.x.device)
+        if self.train_eval is None:
+            return val
+        self.train_eval = self._on_device(self.train_eval)
+        device = self.train_eval.x.device
+        return [val, batch_loader(self.train_eval, self.eval_batch_size, False, device=device)]
 
     def test_dataloader(self) -> DataLoader:
         self.test = self._on_device(self.test)

@@ -32,6 +32,8 @@ from initlab.dashboard import (
     TEST_LOSS,
     TRAIN_ACC,
     TRAIN_ACC_EPOCH,
+    TRAIN_EVAL_ACC,
+    TRAIN_EVAL_LOSS,
     TRAIN_LOSS,
     TRAIN_LOSS_EPOCH,
     VAL_ACC,
@@ -55,7 +57,9 @@ class Classifier(L.LightningModule):
     """Trains ``net`` with cross-entropy and records what the study needs.
 
     ``history`` gets one entry per validation, the first at step 0 before training (step, epoch,
-    val loss/acc, the mean training loss since the previous validation, seconds since fit start),
+    val loss/acc, the mean training loss since the previous validation, the fixed training
+    subset's loss/acc when the data module has a second validation dataloader (its
+    ``train_eval_size``), seconds since fit start),
     at most one per step; ``diverged_at_step`` is set when the training loss stops being finite
     (the run then stops at its next boundary, ``initlab.callbacks.StopAtBoundary``).
     ``schedule``: the run's budget and validation steps (None: Lightning's ``max_steps``); a
@@ -82,6 +86,8 @@ class Classifier(L.LightningModule):
         # validation; a buffer, so a mid-epoch checkpoint keeps them and a resume stays exact
         self.register_buffer("train_sums", torch.zeros(5, dtype=torch.float64))
         self.val_loss, self.val_acc = _mean(), _accuracy(num_classes)
+        # the data module's second validation dataloader, when it has one (train_eval_size)
+        self.train_eval_loss, self.train_eval_acc = _mean(), _accuracy(num_classes)
         self.test_loss, self.test_acc = _mean(), _accuracy(num_classes)
         self.history: list[dict[str, Any]] = []
         self.epoch_train: dict[str, float] = {}
@@ -229,8 +235,13 @@ class Classifier(L.LightningModule):
         loss_m.update(F.cross_entropy(logits, y), len(y))
         acc_m.update(logits, y)
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, self.val_loss, self.val_acc)
+    def validation_step(
+        self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        if dataloader_idx == 0:
+            self._eval_step(batch, self.val_loss, self.val_acc)
+        else:
+            self._eval_step(batch, self.train_eval_loss, self.train_eval_acc)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._eval_step(batch, self.test_loss, self.test_acc)
@@ -240,6 +251,16 @@ class Classifier(L.LightningModule):
         self.val_loss.reset()
         self.val_acc.reset()
         metrics = {VAL_LOSS: val_loss, VAL_ACC: val_acc}
+        evaluated: dict[str, float] = {}
+        if self.train_eval_acc.update_called:
+            evaluated = {
+                "train_eval_loss": float(self.train_eval_loss.compute()),
+                "train_eval_acc": float(self.train_eval_acc.compute()),
+            }
+            self.train_eval_loss.reset()
+            self.train_eval_acc.reset()
+            metrics[TRAIN_EVAL_LOSS] = evaluated["train_eval_loss"]
+            metrics[TRAIN_EVAL_ACC] = evaluated["train_eval_acc"]
         self.log_dict(metrics, logger=False)
         if self.trainer.state.fn != TrainerFn.FITTING:
             self.log_at_step(metrics)
@@ -260,6 +281,7 @@ class Classifier(L.LightningModule):
                 "val_loss": val_loss,
                 "val_acc": val_acc,
                 "train_loss": window,
+                **evaluated,
                 "wall_s": time.perf_counter() - self._fit_t0,
             }
         )

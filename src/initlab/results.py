@@ -23,9 +23,21 @@ RESULTS_FILE = "results.json"
 STATUSES = ("ok", "diverged", "failed")  # what a run writes into results.json
 UNREADABLE = "unreadable"  # a results.json that is not a trustworthy record (see classify)
 CATEGORIES = (*STATUSES, UNREADABLE)  # what classify says of a results.json file
-# 2: fingerprint, dataset identity, the optimizer's hyperparameters; 3: layer_profile
-SCHEMA_VERSION = 3
-READ_VERSIONS = (SCHEMA_VERSION,)  # the schema versions this initlab reads (RECORD below)
+# 2: fingerprint, dataset identity, the optimizer's hyperparameters; 3: layer_profile;
+# 4: train_eval_loss/acc (final, history) and runtime, both optional (so 3 is read as well)
+SCHEMA_VERSION = 4
+READ_VERSIONS = (3, SCHEMA_VERSION)  # the schema versions this initlab reads (RECORD below)
+# runtime's keys that decide a run's numbers beyond its config (initlab.runtime); the report
+# says when a study's runs differ in one
+RUNTIME_DECIDING = (
+    "device",
+    "torch_threads",
+    "deterministic_algorithms",
+    "cudnn_deterministic",
+    "cudnn_benchmark",
+    "float32_matmul_precision",
+    "torch_version",
+)
 MAX_RESULTS_BYTES = 64 * 2**20  # a results.json larger is refused unread (a run writes ~100 KiB)
 DEFAULT_THRESHOLDS = (0.90, 0.95, 0.97)  # conf/train.yaml's thresholds
 
@@ -258,6 +270,7 @@ TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "str": (lambda v: isinstance(v, str), "a string"),
     "nonempty str": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
     "scalar": (lambda v: isinstance(v, (str, bool)) or _number(v), "a string, number, bool"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
     "object": (lambda v: isinstance(v, dict), "an object"),
 }
 
@@ -335,6 +348,8 @@ RECORD = Obj(
                     "train_acc": _ACC,
                     "val_loss": _LOSS,
                     "val_acc": _ACC,
+                    "train_eval_loss": _LOSS,
+                    "train_eval_acc": _ACC,
                     "test_loss": _LOSS,
                     # null only for a diverged run (check_record)
                     "test_acc": Field("number", nullable=True, required=True, low=0, high=1),
@@ -352,6 +367,8 @@ RECORD = Obj(
                             "val_loss": _LOSS,
                             "val_acc": Field("number", nullable=True, required=True, low=0, high=1),
                             "train_loss": _LOSS,
+                            "train_eval_loss": _LOSS,
+                            "train_eval_acc": _ACC,
                             "wall_s": _SECONDS,
                         }
                     )
@@ -362,6 +379,21 @@ RECORD = Obj(
         "steps_to_val_acc": Field(MapOf(Field("int", nullable=True, low=0), thresholds=True)),
         "seconds_to_val_acc": Field(MapOf(_SECONDS, thresholds=True)),
         "auc_val_acc": _ACC,
+        "runtime": Field(
+            Obj(
+                {
+                    "device": Field("str"),
+                    "torch_threads": Field("int", low=1),
+                    "interop_threads": Field("int", low=1),
+                    "deterministic_algorithms": Field("bool"),
+                    "cudnn_deterministic": Field("bool"),
+                    "cudnn_benchmark": Field("bool"),
+                    "float32_matmul_precision": Field("str"),
+                    "torch_version": Field("str"),
+                }
+            ),
+            nullable=True,
+        ),
         "layer_profile": Field(Obj({"first": _PROFILE_AT, "last": _PROFILE_AT}), nullable=True),
         "timing": Field(
             Obj(

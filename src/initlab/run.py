@@ -82,6 +82,7 @@ from initlab.results import (
     write_json_atomic,
 )
 from initlab.rundir import CHECKPOINT, RESULTS_FILE, RunDir
+from initlab.runtime import runtime_record
 from initlab.schedule import schedule_of, trainer_arguments
 
 __all__ = ["RunInterrupted", "RunMismatch", "data_module", "previous_run", "record_failure", "run"]
@@ -143,6 +144,7 @@ def data_module(cfg: Mapping[str, Any]) -> MNISTDataModule:
         batch_size=d["batch_size"],
         eval_batch_size=d["eval_batch_size"],
         val_size=d["val_size"],
+        train_eval_size=d["train_eval_size"],
         download=d["download"],
         fallback=d["fallback"],
         mean=d["mean"],
@@ -334,6 +336,8 @@ class _Run:
         leave_signals_to_initlab(trainer)  # the guard handles them, at the phases' boundaries
         if logger is not None and resume is None:
             _log_hyperparams(logger, cfg, self.rundir.path.name)
+        # how the arithmetic is done, as torch says (after Lightning chose the device)
+        self.runtime = runtime_record(trainer.strategy.root_device)
         try:
             trainer.fit(module, datamodule=self.datamodule, ckpt_path=resume)
         except Boundary as boundary:
@@ -376,6 +380,7 @@ class _Run:
             **module.final_train_metrics(),
             "val_loss": last["val_loss"],
             "val_acc": last["val_acc"],
+            **{k: last[k] for k in ("train_eval_loss", "train_eval_acc") if k in last},
             **test,
         }
         finite = all(v is not None and math.isfinite(v) for v in final.values())
@@ -389,6 +394,7 @@ class _Run:
             steps_to_val_acc=first_reaching(history, cfg["thresholds"], "step"),
             seconds_to_val_acc=first_reaching(history, cfg["thresholds"], "wall_s"),
             auc_val_acc=area_under_val_acc(history),
+            runtime=self.runtime,
             layer_profile=dict(self.diagnostics.profile) if self.diagnostics else None,
             timing={
                 "wall_s": time.perf_counter() - self.t0,
