@@ -683,25 +683,106 @@ def test_no_gradient_plot_without_a_layer_profile(tmp_path: Path):
     assert "## Claims" not in md  # a plain run tests no claim
 
 
-def test_phase_diagram_counts_cells_against_six_xi_c(tmp_path: Path):
-    """tanh, sigma_b2 0.05: xi_c is 3.63 at sigma_w2 1.0 (6 xi_c = 21.8) and 25.2 at 2.0. Depth 10
-    at 1.0 is between xi_c and 6 xi_c; depth 40 at 1.0 is beyond 6 xi_c (trained here: the bound
-    is contradicted there); depth 20 at 2.0 is within xi_c."""
+def _phase_record(sw: float, depth: int, seed: int, end: float, midway: float) -> dict:
+    """A phase-diagram run: tanh, sigma_b2 0.05, 860 steps, 5,000 training images evaluated at
+    step 0, midway (430) and the end (``midway`` and ``end``)."""
+    r = record("mean_field", "none", seed, train=0.3, study="phase_diagram", hidden=(256,) * depth)
+    r["activation"] = "tanh"
+    r["init_params"] = {"sigma_w2": sw, "sigma_b2": 0.05, "bias": None}
+    r["budget"] = {"steps": 860, "steps_per_epoch": 860, "epochs": 1}
+    r["dataset"]["train_eval"] = 5000
+    r["final"]["train_eval_acc"] = end
+    r["history"] = [
+        {"step": s, "epoch": 0, "val_acc": 0.5, "train_eval_acc": a}
+        for s, a in ((0, 0.1), (430, midway), (860, end))
+    ]
+    return r
+
+
+def test_phase_diagram_judges_cells_on_the_evaluated_accuracy_over_seeds(tmp_path: Path):
+    """tanh, sigma_b2 0.05: xi_c is 3.63 at sigma_w2 1.0 (6 xi_c = 21.8) and 25.2 at 2.0. Depth 40
+    at 1.0 is beyond 6 xi_c; depth 20 at 2.0 is within xi_c; depth 10 at 1.0 is between.
+    A cell is trained / untrained only when the t interval of its seeds' mean clears 0.5 (the
+    running-mean final.train_acc, 0.3 in every record here, is not what is judged)."""
     from initlab.propagation.theory import depth_scales
 
-    d = tmp_path / "phase"
-    cells = {(1.0, 10): 0.9, (1.0, 40): 0.8, (2.0, 20): 0.95, (2.0, 40): 0.2}
-    for (sw, depth), acc in cells.items():
-        r = record("mean_field", "none", 0, train=acc, study="phase_diagram", hidden=(256,) * depth)
-        r["activation"] = "tanh"
-        r["init_params"] = {"sigma_w2": sw, "sigma_b2": 0.05, "bias": None}
-        write(d, f"init.sigma_w2={sw},model.depth={depth}", r)
     assert 6 * depth_scales("tanh", 1.0, 0.05)[1] < 40 and depth_scales("tanh", 2.0, 0.05)[1] > 20
+    cells = {  # (sigma_w2, depth): per seed (midway, end)
+        (1.0, 10): [(0.8, 0.9), (0.8, 0.91), (0.8, 0.89)],  # between: trained
+        (1.0, 40): [(0.09, 0.11), (0.3, 0.8), (0.5, 0.7)],  # deep, straddles 0.5: unresolved
+        (2.0, 20): [(0.8, 0.95), (0.85, 0.94), (0.83, 0.96)],  # shallow: trained
+        (2.0, 70): [(0.10, 0.20), (0.11, 0.25), (0.12, 0.22)],  # between, untrained, rising
+    }
+    d = tmp_path / "phase"
+    for (sw, depth), seeds in cells.items():
+        for seed, (mid, end) in enumerate(seeds):
+            r = _phase_record(sw, depth, seed, end, mid)
+            write(d, f"init.sigma_w2={sw},model.depth={depth},seed={seed}", r)
     md = write_report(d).read_text()
     assert "## Phase diagram" in md and "critical σ_w² is 1.761" in md
+    assert "on a fixed subset of 5,000 training images" in md and "(860 steps)" in md
+    assert "| 40 | 0.54 ± 0.37 ? |" in md  # the cell table: mean ± sd, verdict mark
+    assert "| 10 | 0.90 ± 0.01 ✓ |" in md
+    assert "0.96 ± 0.01 ✓" not in md and "0.95 ± 0.01 ✓" in md
     assert (
-        "Deeper than 6ξ_c (the theory: untrainable): **1 of 1 trained**: (σ_w² 1, depth 40)" in md
+        "Deeper than 6ξ_c (the theory: untrainable): 1 cell: 0 trained, 0 untrained, "
+        "1 unresolved ((σ_w² 1, depth 40))" in md
     )
-    assert "Within ξ_c (the theory: trainable): **1 of 1 trained**." in md
-    assert "**does not hold** at (σ_w² 1, depth 40)" in md
+    assert "Within ξ_c (the theory: trainable): 1 cell: 1 trained, 0 untrained." in md
+    assert "**unresolved with 3 seeds** at (σ_w² 1, depth 40)" in md
+    assert "**More steps could change**: (σ_w² 1, depth 40)" not in md  # not every seed rose
+    assert "(σ_w² 2, depth 70) 0.11 → 0.22" in md
     assert (d / "phase_diagram.png").read_bytes().startswith(PNG)
+
+    # one more seed at (1.0, 40) that trains puts its interval above 0.5: the bound is
+    # contradicted there
+    for seed, end in ((0, 0.86), (3, 0.85), (4, 0.87)):
+        job = d / f"init.sigma_w2=1.0,model.depth=40,seed={seed}"
+        job.mkdir(exist_ok=True)
+        (job / "results.json").write_text(json.dumps(_phase_record(1.0, 40, seed, end, 0.5)))
+    md = write_report(d, plots=False).read_text()
+    assert "**contradicted** at (σ_w² 1, depth 40)" in md
+
+    # and a deep cell that stays at chance in every seed, with shallow ones that train: holds
+    e = tmp_path / "holds"
+    for seed in range(3):
+        write(e, f"a{seed}", _phase_record(1.0, 40, seed, 0.11 + seed / 1000, 0.11))
+        write(e, f"b{seed}", _phase_record(2.0, 20, seed, 0.95 + seed / 1000, 0.9))
+    md = write_report(e, plots=False).read_text()
+    assert "**holds** on these runs (2 cells decide it)" in md
+    assert "no cell short of trained was still rising" in md
+
+
+def test_one_seed_decides_no_cell(tmp_path: Path):
+    """One seed gives no interval: the cell is unresolved however far from 0.5 it lies."""
+    write(tmp_path, "a", _phase_record(2.0, 20, 0, 0.97, 0.9))
+    md = write_report(tmp_path, plots=False).read_text()
+    assert "0.97 ?" in md and "**unresolved with 1 seed** at (σ_w² 2, depth 20)" in md
+
+
+def test_records_without_an_evaluated_accuracy_are_not_judged(tmp_path: Path):
+    r = _phase_record(2.0, 20, 0, 0.97, 0.9)
+    del r["final"]["train_eval_acc"]
+    write(tmp_path, "a", r)
+    md = write_report(tmp_path, plots=False).read_text()
+    assert "Not judged: (σ_w² 2, depth 20)" in md and "data.train_eval_size" in md
+    assert "cannot be judged here" in md
+
+
+def test_the_report_says_when_runs_mix_thread_counts(tmp_path: Path):
+    runtime = {"device": "cpu", "torch_threads": 1, "deterministic_algorithms": True,
+               "cudnn_deterministic": False, "cudnn_benchmark": False,
+               "float32_matmul_precision": "highest", "torch_version": "2.14.1"}  # fmt: skip
+    for seed in range(3):
+        r = record("he", "none", seed)
+        r["runtime"] = dict(runtime, torch_threads=2 if seed == 2 else 1)
+        write(tmp_path, f"s{seed}", r)
+    md = write_report(tmp_path).read_text()
+    assert (
+        "**Warning: the runs mix how they computed**: torch_threads: 1 (2 runs), 2 (1 runs)" in md
+    )
+    assert "device cpu" in md
+    r["runtime"]["torch_threads"] = 1
+    (tmp_path / "s2" / "results.json").write_text(json.dumps(r))
+    md = write_report(tmp_path, plots=False).read_text()
+    assert "mix how they computed" not in md and "torch_threads 1" in md

@@ -3,8 +3,17 @@
 Schoenholz et al. (2017) found networks with W ~ N(0, sigma_w2 / fan_in), b ~ N(0, sigma_b2)
 trainable only where depth <~ 6 xi_c, xi_c the correlation depth scale, which diverges at the
 critical sigma_w2 (the edge of chaos). Here each configuration of the study is a cell (sigma_w2,
-depth); a cell *trained* when its mean final training accuracy reached TRAINED_ACC; and the
-verdict counts, among the cells deeper than 6 xi_c and those within xi_c, how many trained.
+depth), judged on what its nets can do at the end of the budget: the training accuracy
+*evaluated* on a fixed subset of training images (``final.train_eval_acc``, eval mode), not the
+running mean of batch accuracy over the epoch, which mostly says how fast a net started.
+
+A cell's seeds decide it by the report's one rule (``initlab.report.stats``): *trained* when the
+95% t interval of their mean lies above TRAINED_ACC, *untrained* when it lies below, else
+*unresolved with n seeds*; near the edge of chaos outcomes vary from seed to seed, so one seed
+decides nothing. The bound's verdict: **contradicted** where a cell deeper than 6 xi_c trained
+or one within xi_c did not, **holds** when every such cell went the theory's way, else
+**unresolved**. A cell that has not trained but whose accuracy still rose over the budget's
+second half could change with more steps; the report names those.
 Theory comes from ``initlab.propagation.theory`` (numpy; no torch).
 """
 
@@ -12,28 +21,92 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from initlab.report.aggregate import Config
 from initlab.report.load import get, number
+from initlab.report.stats import MAX_SEEDS, paired
 
 PHASE_STUDY = "phase_diagram"
-TRAINED_ACC = 0.5  # final training accuracy a cell must reach to count as trained (chance: 0.1)
+MEASURE = "train_eval_acc"  # final.train_eval_acc: the fixed training subset, at the budget's end
+TRAINED_ACC = 0.5  # the evaluated training accuracy a trained cell's mean clears (chance: 0.1)
 DEPTH_FACTOR = 6  # the paper's trainability bound: depth <~ 6 xi_c
+TRAINED, UNTRAINED, UNRESOLVED, UNMEASURED = "trained", "untrained", "unresolved", "unmeasured"
+MARK = {TRAINED: "✓", UNTRAINED: "✗", UNRESOLVED: "?", UNMEASURED: "–"}
+
+
+def _midway(record: Mapping[str, Any]) -> float | None:
+    """The evaluated training accuracy at the validation nearest the middle of the budget
+    (neither step 0 nor the end); None when the history has no such point."""
+    steps = number(get(record, "budget", "steps"))
+    history = record.get("history")
+    if steps is None or not isinstance(history, list):
+        return None
+    points = [
+        (abs(h["step"] - steps / 2), number(h.get(MEASURE)))
+        for h in history
+        if isinstance(h, Mapping)
+        and number(h.get("step")) is not None
+        and 0 < h["step"] < steps
+        and number(h.get(MEASURE)) is not None
+    ]
+    return min(points)[1] if points else None
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One configuration of the study: its (sigma_w2, depth) and what its runs reached."""
+    """One configuration of the study: its (sigma_w2, depth) and what its seeds reached."""
 
     sigma_w2: float
     sigma_b2: float
     depth: int
     activation: str
-    train_acc: float | None  # mean over seeds of the final (last epoch's) training accuracy
-    val_acc: float | None
+    acc: tuple[float, ...]  # per seed with a value: final.train_eval_acc
+    midway: tuple[tuple[float, float], ...]  # per seed: (accuracy midway, at the end)
+    val_acc: float | None  # mean over seeds of the last validation's accuracy
     runs: int
+    steps: int | None  # the budget, in optimizer steps
+    evaluated_on: int | None  # the images of the fixed training subset
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.acc) if self.acc else None
+
+    @property
+    def sd(self) -> float | None:
+        """The sample standard deviation over seeds (None with one)."""
+        return statistics.stdev(self.acc) if len(self.acc) > 1 else None
+
+    @property
+    def verdict(self) -> str:
+        if not self.acc:
+            return UNMEASURED
+        sign = paired(self.acc, [TRAINED_ACC] * len(self.acc)).sign()
+        return TRAINED if sign > 0 else (UNTRAINED if sign < 0 else UNRESOLVED)
+
+    def seeds_to_resolve(self) -> int | None:
+        return paired(self.acc, [TRAINED_ACC] * len(self.acc)).seeds_to_resolve()
+
+    @property
+    def rising(self) -> bool:
+        """Whether its accuracy rose over the budget's second half (the 95% interval of the
+        seeds' paired gain lies above 0)."""
+        if not self.midway:
+            return False
+        return paired([e for _, e in self.midway], [m for m, _ in self.midway]).sign() > 0
+
+    def text(self) -> str:
+        """ "0.84 ± 0.05 ✓": the mean, its spread over seeds (sd) and the verdict's mark."""
+        if self.mean is None:
+            return MARK[UNMEASURED]
+        spread = f" ± {self.sd:.2f}" if self.sd is not None else ""
+        return f"{self.mean:.2f}{spread} {MARK[self.verdict]}"
+
+    def where(self) -> str:
+        return f"(σ_w² {self.sigma_w2:g}, depth {self.depth})"
 
 
 def cells(configs: Sequence[Config]) -> list[Cell]:
@@ -48,15 +121,28 @@ def cells(configs: Sequence[Config]) -> list[Cell]:
         depth = c.key.get("depth")
         if sw is None or sb is None or depth is None:
             continue
+        acc, midway = [], []
+        for r in c.runs:
+            end = number(get(r, "final", MEASURE))
+            if end is None:
+                continue
+            acc.append(end)
+            if (mid := _midway(r)) is not None:
+                midway.append((mid, end))
+        steps = {number(get(r, "budget", "steps")) for r in c.runs} - {None}
+        sizes = {number(get(r, "dataset", "train_eval")) for r in c.runs} - {None}
         out.append(
             Cell(
                 sw,
                 sb,
                 int(depth),
                 str(c.key.get("activation")),
-                c.final("train_acc").mean,
+                tuple(acc),
+                tuple(midway) if len(midway) == len(acc) else (),
                 c.final("val_acc").mean,
                 len(c.runs),
+                int(max(steps)) if steps else None,
+                int(max(sizes)) if sizes else None,
             )
         )
     return sorted(out, key=lambda x: (x.sigma_w2, x.depth))
@@ -77,64 +163,121 @@ def critical(activation: str, sigma_b2: float) -> float:
     return critical_sigma_w2(activation, sigma_b2)
 
 
-def _trained(cell: Cell) -> bool:
-    return cell.train_acc is not None and cell.train_acc >= TRAINED_ACC
+def region(cell: Cell) -> str:
+    """Where the theory puts ``cell``: "deep" (beyond 6 xi_c: untrainable), "shallow" (within
+    xi_c: trainable) or "between"."""
+    scale = xi_c(cell.activation, cell.sigma_w2, cell.sigma_b2)
+    if cell.depth > DEPTH_FACTOR * scale:
+        return "deep"
+    return "shallow" if cell.depth <= scale else "between"
 
 
 def _where(found: Sequence[Cell]) -> str:
-    return ", ".join(f"(σ_w² {c.sigma_w2:g}, depth {c.depth})" for c in found)
+    return ", ".join(c.where() for c in found)
+
+
+def _count(group: Sequence[Cell]) -> str:
+    by = {v: [c for c in group if c.verdict == v] for v in (TRAINED, UNTRAINED, UNRESOLVED)}
+    text = f"{len(group)} cell{'s' if len(group) != 1 else ''}: "
+    text += f"{len(by[TRAINED])} trained, {len(by[UNTRAINED])} untrained"
+    if by[UNRESOLVED]:
+        text += f", {len(by[UNRESOLVED])} unresolved ({_where(by[UNRESOLVED])})"
+    return text
+
+
+def _seeds(found: Sequence[Cell]) -> str:
+    ns = sorted({len(c.acc) for c in found})
+    return "/".join(map(str, ns)) + (" seed" if ns == [1] else " seeds")
+
+
+def _table(group: Sequence[Cell]) -> list[str]:
+    xs = sorted({c.sigma_w2 for c in group})
+    ys = sorted({c.depth for c in group}, reverse=True)
+    at = {(c.sigma_w2, c.depth): c for c in group}
+    lines = ["| depth \\ σ_w² | " + " | ".join(f"{x:g}" for x in xs) + " |"]
+    lines.append("|---" * (len(xs) + 1) + "|")
+    for y in ys:
+        row = [at[(x, y)].text() if (x, y) in at else "" for x in xs]
+        lines.append(f"| {y} | " + " | ".join(row) + " |")
+    return lines
 
 
 def verdict_lines(found: Sequence[Cell]) -> list[str]:
-    """summary.md's phase-diagram section: the theory's boundary and what the runs show."""
+    """summary.md's phase-diagram section: the cells, the theory's boundary and the verdict."""
     if not found:
         return []
     kinds = {(c.activation, c.sigma_b2) for c in found}
     lines = ["## Phase diagram", ""]
     for activation, sigma_b2 in sorted(kinds):
         group = [c for c in found if (c.activation, c.sigma_b2) == (activation, sigma_b2)]
-        crit = critical(activation, sigma_b2)
-        deep, shallow, between = [], [], []
-        for c in group:
-            scale = xi_c(activation, c.sigma_w2, sigma_b2)
-            if c.depth > DEPTH_FACTOR * scale:
-                deep.append(c)
-            elif c.depth <= scale:
-                shallow.append(c)
-            else:
-                between.append(c)
-        trained_deep = [c for c in deep if _trained(c)]
-        untrained_shallow = [c for c in shallow if not _trained(c)]
+        measured = [c for c in group if c.verdict != UNMEASURED]
+        steps = sorted({c.steps for c in group} - {None})
+        sizes = sorted({c.evaluated_on for c in group} - {None})
+        budget = " or ".join(f"{s:,}" for s in steps) or "?"
+        subset = " or ".join(f"{n:,}" for n in sizes) or "?"
         lines += [
-            f"{activation}, σ_b² = {sigma_b2:g}: the theory's critical σ_w² is {crit:.3f} "
-            f"(χ₁ = 1, where ξ_c diverges). A cell *trained* when its mean final training "
-            f"accuracy reached {TRAINED_ACC:g} (chance: 0.1).",
+            f"{activation}, σ_b² = {sigma_b2:g}: the theory's critical σ_w² is "
+            f"{critical(activation, sigma_b2):.3f} (χ₁ = 1, where ξ_c diverges). A cell is "
+            f"judged on its **training accuracy evaluated at the end of the budget** ({budget} "
+            f"steps) on a fixed subset of {subset} training images (eval mode; "
+            f"`final.{MEASURE}`), over its seeds: *trained* (✓) when the 95% t interval of "
+            f"their mean lies above {TRAINED_ACC:g}, *untrained* (✗) when it lies below, "
+            f"*unresolved* (?) when it contains {TRAINED_ACC:g} (chance: 0.1). Each cell: mean "
+            "± sd over seeds.",
             "",
-            f"- Deeper than {DEPTH_FACTOR}ξ_c (the theory: untrainable): "
-            f"**{len(trained_deep)} of {len(deep)} trained**"
-            + (f": {_where(trained_deep)}" if trained_deep else "")
-            + ".",
-            f"- Within ξ_c (the theory: trainable): **{len(shallow) - len(untrained_shallow)} of "
-            f"{len(shallow)} trained**"
-            + (f"; not: {_where(untrained_shallow)}" if untrained_shallow else "")
-            + ".",
-            f"- Between ξ_c and {DEPTH_FACTOR}ξ_c: {sum(map(_trained, between))} of "
-            f"{len(between)} trained.",
+            *_table(group),
+            "",
         ]
-        if not deep and not shallow:
-            holds = "cannot be judged here (no cell deeper than 6ξ_c or within ξ_c)"
-        elif not trained_deep and not untrained_shallow:
-            holds = "**holds** on these runs"
+        if len(measured) < len(group):
+            missing = [c for c in group if c.verdict == UNMEASURED]
+            lines += [
+                f"- Not judged: {_where(missing)}: no evaluated training accuracy in their "
+                "records (run with `data.train_eval_size` > 0, as `experiment=phase_diagram` "
+                "does).",
+            ]
+        deep = [c for c in measured if region(c) == "deep"]
+        shallow = [c for c in measured if region(c) == "shallow"]
+        between = [c for c in measured if region(c) == "between"]
+        lines += [
+            f"- Deeper than {DEPTH_FACTOR}ξ_c (the theory: untrainable): {_count(deep)}.",
+            f"- Within ξ_c (the theory: trainable): {_count(shallow)}.",
+            f"- Between ξ_c and {DEPTH_FACTOR}ξ_c (the theory does not say): {_count(between)}.",
+        ]
+        wrong = [c for c in deep if c.verdict == TRAINED]
+        wrong += [c for c in shallow if c.verdict == UNTRAINED]
+        open_ = [c for c in deep + shallow if c.verdict == UNRESOLVED]
+        if wrong:
+            verdict = f"**contradicted** at {_where(wrong)}"
+        elif open_:
+            need = [c.seeds_to_resolve() for c in open_]
+            known = [n for n in need if n is not None and n <= MAX_SEEDS]
+            hint = f" (~{max(known)} seeds would resolve them)" if known else ""
+            verdict = f"**unresolved with {_seeds(open_)}** at {_where(open_)}{hint}"
+        elif deep or shallow:
+            verdict = f"**holds** on these runs ({len(deep) + len(shallow)} cells decide it)"
         else:
-            wrong = trained_deep + untrained_shallow
-            holds = f"**does not hold** at {_where(wrong)}"
-        lines += [
-            f"- The boundary depth ≈ {DEPTH_FACTOR}ξ_c {holds}. A budget-limited run can fail "
-            "to train where the theory allows it (too few steps), never the reverse: a trained "
-            "cell beyond 6ξ_c contradicts the bound, an untrained one within ξ_c may be the "
-            "budget.",
-            "",
-        ]
+            verdict = f"cannot be judged here (no cell deeper than {DEPTH_FACTOR}ξ_c or within ξ_c)"
+        lines.append(f"- The boundary depth ≈ {DEPTH_FACTOR}ξ_c: {verdict}.")
+        rising = [c for c in measured if c.verdict != TRAINED and c.rising]
+        if rising:
+            gains = ", ".join(
+                f"{c.where()} {statistics.fmean(m for m, _ in c.midway):.2f} → {c.mean:.2f}"
+                for c in rising
+            )
+            change = (
+                f"- **More steps could change**: {gains} (evaluated accuracy midway → at the "
+                "end: not trained, and the 95% interval of the seeds' gain over the budget's "
+                "second half lies above 0). A longer budget (`trainer.max_epochs`) may train them"
+            )
+            if any(region(c) == "deep" for c in rising):
+                change += ", and a deep cell that trains contradicts the bound"
+            lines.append(change + ".")
+        else:
+            lines.append(
+                "- More steps: no cell short of trained was still rising over the budget's "
+                "second half (or the runs have no midway evaluation)."
+            )
+        lines.append("")
     return lines
 
 

@@ -666,9 +666,10 @@ def _edges(values: Sequence[float], log: bool = False) -> list[float]:
 
 
 def plot_phase_diagram(configs: Sequence[Config], path: Path) -> Path | None:
-    """Training and val accuracy over (sigma_w2, depth), one cell per configuration of the
-    phase-diagram study, with the theory's xi_c and 6 xi_c over it and the critical sigma_w2
-    marked (initlab.report.phase). None when the configurations hold no such study."""
+    """The evaluated training accuracy (mean ± sd over seeds, with the cell's verdict) and the
+    val accuracy over (sigma_w2, depth), one cell per configuration of the phase-diagram study,
+    with the theory's xi_c and 6 xi_c over it and the critical sigma_w2 marked
+    (initlab.report.phase). None when the configurations hold no such study."""
     from initlab.report import phase
 
     found = phase.cells(configs)
@@ -678,29 +679,45 @@ def plot_phase_diagram(configs: Sequence[Config], path: Path) -> Path | None:
 
     plt = pyplot()
     activation, sigma_b2 = found[0].activation, found[0].sigma_b2
+    found = [c for c in found if (c.activation, c.sigma_b2) == (activation, sigma_b2)]
     xs = sorted({c.sigma_w2 for c in found})
     ys = sorted({c.depth for c in found})
-    fig, axes = plt.subplots(1, 2, figsize=(13.0, 5.2), layout="constrained", squeeze=False)
+    fig, axes = plt.subplots(1, 2, figsize=(13.0, 5.6), layout="constrained", squeeze=False)
     lo, hi = _edges(xs)[0], _edges(xs)[-1]
     sw, xi = phase.curve(activation, sigma_b2, max(lo, 1e-3), hi)
     crit = phase.critical(activation, sigma_b2)
+    steps = sorted({c.steps for c in found} - {None})
+    sizes = sorted({c.evaluated_on for c in found} - {None})
+    at = f"step {'/'.join(f'{s:,}' for s in steps)}" if steps else "the end"
+    subset = "/".join(f"{n:,}" for n in sizes) or "?"
+    titles = (
+        f"training accuracy evaluated on {subset} fixed training images at {at}\n"
+        f"mean ± sd over seeds; ✓ trained, ✗ untrained, ? unresolved (threshold "
+        f"{phase.TRAINED_ACC:g})",
+        "final val accuracy (mean over seeds)",
+    )
     image = None
-    for ax, what in zip(axes[0], ("train_acc", "val_acc"), strict=True):
+    for k, ax in enumerate(axes[0]):
         grid = np.full((len(ys), len(xs)), np.nan)
         for c in found:
-            value = getattr(c, what)
+            value = c.mean if k == 0 else c.val_acc
             if value is not None:
                 grid[ys.index(c.depth), xs.index(c.sigma_w2)] = value
         image = ax.pcolormesh(
             _edges(xs), _edges(ys, log=True), np.ma.masked_invalid(grid), cmap="viridis",
             vmin=0.0, vmax=1.0,
         )  # fmt: skip
-        for i, y in enumerate(ys):
-            for j, x in enumerate(xs):
-                if not math.isnan(grid[i, j]):
-                    color = text_color(image.cmap(image.norm(grid[i, j])))
-                    ax.text(x, y, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                            color=color)  # fmt: skip
+        for c in found:
+            i, j = ys.index(c.depth), xs.index(c.sigma_w2)
+            if math.isnan(grid[i, j]):
+                continue
+            label = f"{grid[i, j]:.2f}"
+            if k == 0:
+                spread = f"±{c.sd:.2f} " if c.sd is not None else ""
+                label += f"\n{spread}{phase.MARK[c.verdict]}"
+            color = text_color(image.cmap(image.norm(grid[i, j])))
+            ax.text(c.sigma_w2, c.depth, label, ha="center", va="center", fontsize=7,
+                    color=color)  # fmt: skip
         # magenta and black read on viridis' dark blues and yellows alike
         ax.plot(sw, [phase.DEPTH_FACTOR * v for v in xi], color="#e7298a", lw=2.2,
                 label=f"{phase.DEPTH_FACTOR} ξ_c (theory: trainable below)")  # fmt: skip
@@ -713,15 +730,15 @@ def plot_phase_diagram(configs: Sequence[Config], path: Path) -> Path | None:
         ax.minorticks_off()
         ax.set_xlabel("σ_w² (weights N(0, σ_w²/fan_in))")
         ax.set_ylabel("depth (hidden layers)")
-        title = "final training accuracy" if what == "train_acc" else "final val accuracy"
-        ax.set_title(title, fontsize=10)
+        ax.set_title(titles[k], fontsize=9)
         ax.set_facecolor("#eeeeee")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=3, fontsize=8)
     fig.colorbar(image, ax=list(axes[0]), shrink=0.9, label="accuracy")
+    seeds = sorted({len(c.acc) for c in found})
     fig.suptitle(
-        f"Phase diagram: {activation}, σ_b² = {sigma_b2:g}; mean over seeds per cell; lines: "
-        "mean-field depth scales",
+        f"Phase diagram: {activation}, σ_b² = {sigma_b2:g}; "
+        f"{'/'.join(map(str, seeds))} seed(s) per cell; lines: mean-field depth scales",
         fontsize=10,
     )
     return _save(plt, fig, path)

@@ -45,9 +45,10 @@ from initlab.report.load import (
     steps_to,
 )
 from initlab.report.phase import cells, verdict_lines
-from initlab.results import CATEGORIES, STATUSES, UNREADABLE, format_counts
+from initlab.results import CATEGORIES, RUNTIME_DECIDING, STATUSES, UNREADABLE, format_counts
 
 VERDICTS = (HOLDS, CONTRADICTED, UNRESOLVED)
+EVALUATED = "train acc (evaluated)"  # final.train_eval_acc's column
 
 
 def how_to_read(keys: Sequence[str], example: str | None = None) -> str:
@@ -63,7 +64,11 @@ def how_to_read(keys: Sequence[str], example: str | None = None) -> str:
         f"runs have one. *steps to {pct(example)}%* is the first optimizer step at which "
         f"validation accuracy reached {pct(example)}%, averaged over the seeds that reached it, "
         "with (k/n) how many did; *never* means none did (one column per threshold in the runs' "
-        f"results.json: {listed}). *val AUC* is the mean validation accuracy over training (area "
+        f"results.json: {listed}). *train acc* is the mean batch accuracy over the last epoch, "
+        "each batch's as the net was then (so it lags the net's end state); *train acc "
+        "(evaluated)*, when the runs have it, is the net at the end, in eval mode, on a fixed "
+        "subset of the training images (`data.train_eval_size`). *val AUC* is the mean "
+        "validation accuracy over training (area "
         "under the val-accuracy curve per step): higher means it learned faster and better. A "
         "diverged run (its loss became NaN) or a failed one (an error) is counted in *status* "
         "and listed below the table, never dropped."
@@ -149,8 +154,38 @@ def header_lines(runs: Sequence[Mapping[str, Any]], n_unreadable: int) -> list[s
         f"- **Dataset**: {dataset}",
         f"- **Network**: {network}",
         f"- **Optimizer**: {opt} lr {lr} momentum {momentum}, batch {batch}, {epochs} epochs",
+        *runtime_lines(runs),
         runs_line(category_counts(runs, n_unreadable)),
     ]
+
+
+def runtime_lines(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """How the runs did their arithmetic (each record's ``runtime``), and a warning when they
+    differ in something that decides the numbers (``RUNTIME_DECIDING``): float sums then run in
+    another order, and runs of one seed are no longer the same computation."""
+    finished = [r for r in runs if r.get("status") in ("ok", "diverged")]  # a fit started
+    recorded = [r["runtime"] for r in finished if isinstance(r.get("runtime"), Mapping)]
+    if not recorded:
+        return []
+    values = {k: Counter(str(rt.get(k, "?")) for rt in recorded) for k in RUNTIME_DECIDING}
+    shown = ", ".join(f"{k} {' / '.join(sorted(v))}" for k, v in values.items() if len(v) == 1)
+    lines = [f"- **Arithmetic** ({len(recorded)} runs' `runtime`): {shown}"]
+    mixed = {k: v for k, v in values.items() if len(v) > 1}
+    if mixed:
+        what = "; ".join(
+            f"{k}: " + ", ".join(f"{val} ({n} runs)" for val, n in sorted(v.items()))
+            for k, v in mixed.items()
+        )
+        lines.append(
+            f"- **Warning: the runs mix how they computed**: {what}. Float sums then run in "
+            "another order: the same config and seed give other numbers, and a run near an "
+            "instability (the edge of chaos) can end elsewhere. Compare runs made alike."
+        )
+    if len(recorded) < len(finished):
+        lines.append(
+            f"- {len(finished) - len(recorded)} runs recorded no `runtime` (older records)."
+        )
+    return lines
 
 
 def runs_line(tally: Mapping[str, int]) -> str:
@@ -163,11 +198,14 @@ def runs_line(tally: Mapping[str, int]) -> str:
     return text + ")"
 
 
-def metrics(keys: Sequence[str]) -> list[tuple[str, Callable[[Config], str]]]:
+def metrics(
+    keys: Sequence[str], evaluated: bool = False
+) -> list[tuple[str, Callable[[Config], str]]]:
     """The metric columns of the main table: (name, cell) with one "steps to X%" column per
-    threshold key."""
+    threshold key; ``evaluated``: a column for the training subset evaluated at the end."""
     return [
         ("train acc", lambda c: fmt_stat(c.final("train_acc"))),
+        *([(EVALUATED, lambda c: fmt_stat(c.final("train_eval_acc")))] if evaluated else []),
         ("test acc", lambda c: fmt_stat(c.final("test_acc"))),
         *((f"steps to {pct(k)}%", lambda c, k=k: fmt_steps(c.steps(k))) for k in keys),
         ("val AUC", lambda c: fmt_stat(c.auc())),
@@ -189,7 +227,7 @@ def summary_table(
     shown = varying_fields(configs)
     found = comparisons(configs, shown) if found is None else found
     tutorial = tutorial_columns(configs, found, speed_key)
-    columns = metrics(keys)
+    columns = metrics(keys, any(get(r, "final", "train_eval_acc") is not None for r in runs))
     header = [*shown, "n", "status", *(name for name, _ in columns)]
     if tutorial:
         header += ["tutorial says", "measured", "claim holds?"]
