@@ -79,6 +79,24 @@ FILES: list[tuple[str, str | bytes, str, str | None]] = [
         UNREADABLE,
         "is not a number",
     ),
+    (  # the optional fields of schema 4 are checked when present
+        "train_eval_size_negative",
+        json.dumps({**OK, "dataset": {**OK["dataset"], "train_eval": -1}}),
+        UNREADABLE,
+        "dataset.train_eval -1 is not",
+    ),
+    (
+        "train_eval_acc_above_1",
+        json.dumps({**OK, "final": {**OK["final"], "train_eval_acc": 1.5}}),
+        UNREADABLE,
+        "final.train_eval_acc 1.5 is not",
+    ),
+    (
+        "runtime_threads_text",
+        json.dumps({**OK, "runtime": {"torch_threads": "2"}}),
+        UNREADABLE,
+        "runtime.torch_threads '2' is not",
+    ),
 ]
 
 

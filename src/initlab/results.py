@@ -333,6 +333,7 @@ RECORD = Obj(
                     "train": Field("int", low=0),
                     "val": Field("int", low=0),
                     "test": Field("int", low=0),
+                    "train_eval": Field("int", low=1),
                     "files": Field(MapOf(Field("str"))),
                 }
             ),

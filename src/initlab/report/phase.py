@@ -101,7 +101,7 @@ class Cell:
     def rising(self) -> bool:
         """Whether its accuracy rose over the budget's second half by more than the noise of
         measuring the gain on its training subset."""
-        if self.gain is None or not self.evaluated_on:
+        if self.gain is None or not self.evaluated_on or self.evaluated_on < 1:
             return False
         return self.gain > rise_noise(self.evaluated_on)
 
