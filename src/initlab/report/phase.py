@@ -28,9 +28,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from initlab.report.aggregate import Config
+from initlab.report.aggregate import Config, Stat
 from initlab.report.load import get, number
-from initlab.report.stats import MAX_SEEDS, paired
+from initlab.report.stats import MAX_SEEDS, Paired, paired
 
 PHASE_STUDY = "phase_diagram"
 MEASURE = "train_eval_acc"  # final.train_eval_acc: the fixed training subset, at the budget's end
@@ -75,22 +75,26 @@ class Cell:
 
     @property
     def mean(self) -> float | None:
-        return statistics.fmean(self.acc) if self.acc else None
+        return Stat(list(self.acc), self.runs).mean
 
     @property
     def sd(self) -> float | None:
         """The sample standard deviation over seeds (None with one)."""
-        return statistics.stdev(self.acc) if len(self.acc) > 1 else None
+        return Stat(list(self.acc), self.runs).std
+
+    def _above_threshold(self) -> Paired:
+        """The seeds' accuracies less TRAINED_ACC: the report's interval rule decides on it."""
+        return paired(self.acc, [TRAINED_ACC] * len(self.acc))
 
     @property
     def verdict(self) -> str:
         if not self.acc:
             return UNMEASURED
-        sign = paired(self.acc, [TRAINED_ACC] * len(self.acc)).sign()
+        sign = self._above_threshold().sign()
         return TRAINED if sign > 0 else (UNTRAINED if sign < 0 else UNRESOLVED)
 
     def seeds_to_resolve(self) -> int | None:
-        return paired(self.acc, [TRAINED_ACC] * len(self.acc)).seeds_to_resolve()
+        return self._above_threshold().seeds_to_resolve()
 
     @property
     def gain(self) -> float | None:
@@ -114,6 +118,14 @@ class Cell:
 
     def where(self) -> str:
         return f"(σ_w² {self.sigma_w2:g}, depth {self.depth})"
+
+
+def budgets(found: Sequence[Cell]) -> tuple[list[int], list[int]]:
+    """The budgets (steps) and training-subset sizes of ``found``, each value once, sorted: what
+    the section and the plot say the cells were judged after and on."""
+    steps = sorted({c.steps for c in found} - {None})
+    sizes = sorted({c.evaluated_on for c in found} - {None})
+    return steps, sizes
 
 
 def rise_noise(n: int) -> float:
@@ -225,8 +237,7 @@ def verdict_lines(found: Sequence[Cell]) -> list[str]:
     for activation, sigma_b2 in sorted(kinds):
         group = [c for c in found if (c.activation, c.sigma_b2) == (activation, sigma_b2)]
         measured = [c for c in group if c.verdict != UNMEASURED]
-        steps = sorted({c.steps for c in group} - {None})
-        sizes = sorted({c.evaluated_on for c in group} - {None})
+        steps, sizes = budgets(group)
         budget = " or ".join(f"{s:,}" for s in steps) or "?"
         subset = " or ".join(f"{n:,}" for n in sizes) or "?"
         lines += [

@@ -686,8 +686,7 @@ def plot_phase_diagram(configs: Sequence[Config], path: Path) -> Path | None:
     lo, hi = _edges(xs)[0], _edges(xs)[-1]
     sw, xi = phase.curve(activation, sigma_b2, max(lo, 1e-3), hi)
     crit = phase.critical(activation, sigma_b2)
-    steps = sorted({c.steps for c in found} - {None})
-    sizes = sorted({c.evaluated_on for c in found} - {None})
+    steps, sizes = phase.budgets(found)
     at = f"step {'/'.join(f'{s:,}' for s in steps)}" if steps else "the end"
     subset = "/".join(f"{n:,}" for n in sizes) or "?"
     titles = (
