@@ -169,13 +169,13 @@ def test_tally_and_summary_agree_on_every_file(tmp_path: Path, caplog):
     for job, content, _, _ in FILES:
         put(sweep, job, content)
     expected = Counter(category for _, _, category, _ in FILES)
-    assert expected == {"ok": 3, "diverged": 1, "failed": 1, "unreadable": 14}
-    words = "3 ok, 1 diverged, 1 failed, 14 unreadable"
+    assert expected == {"ok": 3, "diverged": 1, "failed": 1, "unreadable": 17}
+    words = "3 ok, 1 diverged, 1 failed, 17 unreadable"
     assert tally(sweep) == expected == count_results(sweep)
     assert sweep_end(sweep, caplog) == words == summary_tally(sweep)
     assert csv_tally(sweep) == expected
     runs, unreadable = load_runs(sweep)
-    assert len(runs) == 5 and len(unreadable) == 14
+    assert len(runs) == 5 and len(unreadable) == 17
     # every unreadable file is listed in summary.md with its reason, and in summary.csv
     md = (sweep / "summary.md").read_text()
     section = md.split("## Unreadable results.json")[1].split("\n## ")[0]
