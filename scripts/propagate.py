@@ -3,12 +3,18 @@
     python scripts/propagate.py                                   # the tutorial's net, He, MNIST
     python scripts/propagate.py init=xavier propagate.inputs=gaussian
     python scripts/propagate.py -m init=he,xavier model.depth=2,10,20 model.width=256
+    python scripts/propagate.py -m model.residual=true model.width=256 init=he,fixup,skipinit
+    python scripts/propagate.py -m init=mean_field init.sigma_w2=1.18919 init.sigma_b2=0.001 \
+        init.weights=gaussian,orthogonal model.activation=tanh model.width=256 \
+        model.depth=5,20,50 propagate.inputs=mnist propagate.seeds=4   # dynamical isometry
     python scripts/propagate.py --plot outputs/propagation-multirun/<date>/<time>
 
-Each run writes propagation.json and propagation.png into its Hydra run directory; a sweep also
-keeps <sweep dir>/propagation_sweep.png up to date (one panel per network, one colour per init),
-which --plot <dir> redraws from every propagation.json below <dir>. A thin Hydra edge over
-initlab.propagation, which does the work without Hydra.
+Each run writes propagation.json and propagation.png into its Hydra run directory, and
+spectrum.png (the singular values of the hidden stack's Jacobian beside the free-probability
+prediction; propagate.jacobian_inputs, 0: off); a sweep also keeps <sweep dir>/propagation_sweep.png
+up to date (one panel per network, one colour per init) and spectrum_sweep.png (the spectrum's
+spread against depth), which --plot <dir> redraws from every propagation.json below <dir>. A thin
+Hydra edge over initlab.propagation, which does the work without Hydra.
 """
 
 from __future__ import annotations
@@ -27,13 +33,26 @@ from omegaconf import DictConfig, OmegaConf
 from initlab.cli import preflight
 from initlab.config import ConfigError
 from initlab.errors import DataError
-from initlab.propagation import PLOT_FILE, PROPAGATION_FILE, SWEEP_PLOT_FILE
+from initlab.propagation import (
+    PLOT_FILE,
+    PROPAGATION_FILE,
+    RESIDUAL_SWEEP_PLOT_FILE,
+    SPECTRUM_PLOT_FILE,
+    SPECTRUM_SWEEP_PLOT_FILE,
+    SWEEP_PLOT_FILE,
+)
 from initlab.propagation.measure import run_propagation, validate
 from initlab.propagation.plots import (
     find_propagation,
+    is_residual,
+    plot_residual,
+    plot_residual_sweep,
     plot_run,
+    plot_spectrum,
+    plot_spectrum_sweep,
     plot_sweep,
     read_propagation,
+    residual_table,
     table,
 )
 from initlab.results import write_json_atomic
@@ -41,10 +60,11 @@ from initlab.results import write_json_atomic
 log = logging.getLogger("initlab.propagate")
 
 
-def plot_dir(directory: str | Path, warn: Callable[[str], Any] = log.warning) -> Path:
-    """Draw <directory>/propagation_sweep.png from every propagation.json below it; one that
-    cannot be drawn (not a regular file, not strict JSON, not a propagation record) is skipped
-    with one line to ``warn``. FileNotFoundError when none can be drawn."""
+def plot_dir(directory: str | Path, warn: Callable[[str], Any] = log.warning) -> list[Path]:
+    """Draw <directory>/propagation_sweep.png from every propagation.json below it (and, for the
+    residual nets among them, propagation_residual_sweep.png); one that cannot be drawn (not a
+    regular file, not strict JSON, not a propagation record) is skipped with one line to
+    ``warn``. The plots drawn; FileNotFoundError when none can be drawn."""
     paths = find_propagation(directory)
     if not paths:
         raise FileNotFoundError(f"no {PROPAGATION_FILE} below {directory}")
@@ -55,7 +75,14 @@ def plot_dir(directory: str | Path, warn: Callable[[str], Any] = log.warning) ->
         raise FileNotFoundError(
             f"no readable {PROPAGATION_FILE} below {directory} ({len(skipped)} skipped)"
         )
-    return plot_sweep(records, Path(directory) / SWEEP_PLOT_FILE)
+    plain = [r for r in records if not is_residual(r)]
+    residual = [r for r in records if is_residual(r)]
+    drawn = [plot_sweep(plain, Path(directory) / SWEEP_PLOT_FILE)] if plain else []
+    if residual:
+        drawn.append(plot_residual_sweep(residual, Path(directory) / RESIDUAL_SWEEP_PLOT_FILE))
+    if spectrum := plot_spectrum_sweep(records, Path(directory) / SPECTRUM_SWEEP_PLOT_FILE):
+        drawn.append(spectrum)  # the records with a Jacobian spectrum: spread against depth
+    return drawn
 
 
 def prediction_lines(prediction: dict) -> str:
@@ -82,6 +109,25 @@ def mean_field_line(record: dict) -> str:
     return line
 
 
+def jacobian_line(j: dict) -> str:
+    """The Jacobian spectrum's moments, measured (mean over seeds +- standard error) beside the
+    prediction (``initlab.propagation.spectrum``; spectrum.png draws it)."""
+
+    def one(key: str) -> str:
+        s = j[key]
+        measured = "-" if s["measured"] is None else f"{s['measured']:.4g}"
+        se = f" +- {s['seed_se']:.2g}" if s.get("seed_se") is not None else ""
+        pred = "" if s["predicted"] is None else f" (predicted {s['predicted']:.4g})"
+        return f"{key} {measured}{se}{pred}"
+
+    shape = "x".join(map(str, j["shape"]))
+    why = f"; no prediction: {j['prediction_note']}" if j.get("prediction_note") else ""
+    return (
+        f"Jacobian dh_L/dh_1 ({shape}, {j['factors']} factors, {j['inputs']} inputs per seed, "
+        f"weights {j['weights']}): {', '.join(one(k) for k in ('m1', 'spread', 's_max'))}{why}"
+    )
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="propagate")
 def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
@@ -96,7 +142,8 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
     record["output_dir"] = str(out.resolve())
     write_json_atomic(out / PROPAGATION_FILE, record)
-    plot_run(record, out / PLOT_FILE)
+    residual = is_residual(record)
+    (plot_residual if residual else plot_run)(record, out / PLOT_FILE)
     log.info(
         "init=%s %s, %s inputs (%s), %d seeds\n%s\n%s\n%s",
         record["init"],
@@ -106,12 +153,16 @@ def main(cfg: DictConfig) -> None:
         len(record["seeds"]),
         prediction_lines(record["prediction"]),
         mean_field_line(record),
-        table(record),
+        residual_table(record) if residual else table(record),
     )
+    if plot_spectrum(record, out / SPECTRUM_PLOT_FILE):
+        log.info("%s", jacobian_line(record["jacobian"]))
+    elif record.get("jacobian"):
+        log.info("Jacobian spectrum: not measured (%s)", record["jacobian"]["note"])
     log.info("wrote %s and %s in %s", PROPAGATION_FILE, PLOT_FILE, out)
     if hydra_cfg.mode == RunMode.MULTIRUN:
         # Redrawn after every job, so the sweep's plot is complete when the last job ends.
-        log.info("sweep plot: %s", plot_dir(hydra_cfg.sweep.dir))
+        log.info("sweep plot: %s", ", ".join(map(str, plot_dir(hydra_cfg.sweep.dir))))
 
 
 def plot_command(args: list[str]) -> int:
@@ -119,7 +170,8 @@ def plot_command(args: list[str]) -> int:
         print("usage: python scripts/propagate.py --plot <sweep or run dir>", file=sys.stderr)
         return 2
     try:
-        print(plot_dir(args[0], lambda line: print(f"initlab: {line}", file=sys.stderr)))
+        for path in plot_dir(args[0], lambda line: print(f"initlab: {line}", file=sys.stderr)):
+            print(path)
     except (FileNotFoundError, ValueError, KeyError) as exc:
         print(f"initlab: cannot plot {args[0]}: {exc}", file=sys.stderr)
         return 2

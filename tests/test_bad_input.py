@@ -50,6 +50,8 @@ CASES = [
     (["init=xavier", "init.gain=-1"], ["init.gain=-1", "> 0"]),
     (["init=kaiming", "init.mode=fanin"], ["init.mode='fanin'", "fan_in, fan_out"]),
     (["init=he", "init.bias=nan"], ["init.bias=nan", "finite"]),
+    (["init=mean_field", "init.weights=bogus"], ["init.weights='bogus'", "gaussian, orthogonal"]),
+    (["init=mean_field", "init.sigma_w2=-1"], ["init.sigma_w2=-1", "or null: the edge of chaos"]),
     (["data.batch_size=0"], ["data.batch_size=0", "positive integer"]),
     (["data.std=0"], ["data.std=0", "> 0"]),
     (["data.split_seed=-3"], ["data.split_seed=-3", "[0, 4294967295]"]),
@@ -73,6 +75,7 @@ CASES = [
     (["steps_per_execution=0"], ["steps_per_execution=0", "positive integer"]),
     (["logger.subdir=a/b"], ["logger.subdir='a/b'", "no '/'"]),
     (["diagnostics.every_n_steps=0"], ["diagnostics.every_n_steps=0", "positive integer"]),
+    (["diagnostics.jacobian_inputs=-1"], ["diagnostics.jacobian_inputs=-1", ">= 0"]),
     # -- valid alone, not together
     (["norm=batchnorm", "data.batch_size=1"], ["data.batch_size=1", "norm=batchnorm"]),
     (["-m", "norm=none,batchnorm", "data.batch_size=64,1"], ["data.batch_size=1", "batchnorm"]),
@@ -81,6 +84,19 @@ CASES = [
         ["trainer.val_check_interval=500", "13 training steps"],
     ),
     (["+optimizer.nesterov=true", "optimizer.momentum=0"], ["optimizer", "Nesterov"]),
+    # -- residual nets: one width, a residual net for fixup / skipinit, a branch
+    (["model.residual=true"], ["model.residual=true", "[512, 256]", "set model.width"]),
+    (
+        ["model.residual=true", "model.hidden_sizes=[64,32]"],
+        ["model.hidden_sizes=[64, 32]", "set model.width"],
+    ),  # fmt: skip
+    (["init=fixup"], ["init=fixup needs model.residual=true"]),
+    (["init=skipinit", "model.width=64"], ["init=skipinit needs model.residual=true"]),
+    (
+        ["model.residual=true", "model.width=64", "model.branch_layers=0"],
+        ["model.branch_layers=0", "positive integer"],
+    ),  # fmt: skip
+    (["model.residual=yes"], ["model.residual='yes'", "true or false"]),
     # -- the machine
     (["trainer.accelerator=mps"], ["'accelerator': 'mps'", "Lightning refuses", "not available"]),
     (["model.width=100000", "model.depth=40"], ["GiB to train", "available"]),
@@ -107,6 +123,7 @@ def test_check_gives_one_line_naming_field_and_value(argv, expected, tmp_path):
 def test_good_command_lines_pass(tmp_path):
     check(["init=xavier", "norm=batchnorm", "data=synthetic"], CONF, "train")
     check(["-m", "experiment=tutorial", "debug=smoke"], CONF, "train")
+    check(["model.residual=true", "model.width=64", "init=fixup", "data=synthetic"], CONF, "train")
     check(["--cfg", "job", "init=hee"], CONF, "train")  # left to Hydra
 
 

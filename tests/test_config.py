@@ -11,7 +11,7 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import OmegaConf
 
 from initlab.cli import _Composer, check
-from initlab.config import ConfigError, validate
+from initlab.config import RESIDUAL_INITS, ConfigError, validate
 from initlab.mlp import resolve_hidden_sizes
 from initlab.schedule import schedule_of
 
@@ -27,9 +27,13 @@ def test_every_group_has_options():
         assert any(g == group for g, _ in OPTIONS), f"conf/{group}/ has no options"
 
 
+# options that need other settings: the residual inits need a residual net (of one width)
+NEEDS = {("init", n): ["model.residual=true", "model.width=64"] for n in RESIDUAL_INITS}
+
+
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_group_option_composes_and_validates(group, option):
-    cfg = compose_train([f"{group}={option}"])
+    cfg = compose_train([f"{group}={option}", *NEEDS.get((group, option), [])])
     validate(cfg)
     OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
 

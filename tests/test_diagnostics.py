@@ -92,12 +92,47 @@ def test_callback_logs_per_layer_scalars_and_histograms(tmp_path):
             f"watch/grad/{layer}",
         } <= histograms
     assert {"watch/weight_norm/out", "watch/grad_norm/out", "watch/update_ratio/out"} <= scalars
-    assert not [t for t in scalars if not t.startswith(("watch/", "train/", "val/", "test/"))]
+    prefixes = ("watch/", "train/", "val/", "test/", "jacobian/")
+    assert not [t for t in scalars if not t.startswith(prefixes)]
     # every_n_steps=50 by default, plus step 0 and each epoch's last step (13 steps per epoch)
     assert [e.step for e in ea.Scalars("watch/act_mean/fc1")] == [0, 12, 25]
     assert [e.step for e in ea.Scalars("watch/distinct_units/fc1")] == [0, 12, 25]
     assert [e.value for e in ea.Scalars("watch/distinct_units/fc1")] == [512, 512, 512]
     assert [e.step for e in ea.Histograms("watch/weight/fc1")] == [0, 12, 25]
+
+
+def test_jacobian_spectrum_at_step_0_and_epoch_ends(tmp_path):
+    """The spectrum of dh_L/dh_1 where the symmetry counts are taken (not every every_n_steps),
+    and step 0's in results.json beside the free-probability prediction: He on ReLU, three
+    hidden layers, two factors W D with s1 = -1 each: m1 = 1 and spread 2 (2 - 1 + 1) = 4."""
+    record = run(
+        compose_train([*FAST, "model.depth=3", "model.width=64", "trainer.max_epochs=2"]),
+        tmp_path,
+        SGD,
+    )
+    ea = _events(tmp_path)
+    for key in ("m1", "spread", "s_max"):
+        assert [e.step for e in ea.Scalars(f"jacobian/{key}")] == [0, 12, 25]
+    assert [e.step for e in ea.Histograms("jacobian/singular_values")] == [0, 12, 25]
+    j = record["jacobian"]
+    assert j["step"] == 0 and j["inputs"] == 4 and j["factors"] == 2 and j["shape"] == [64, 64]
+    assert j["weights"] == "gaussian" and j["prediction_note"] is None
+    assert j["predicted"] == {"m1": pytest.approx(1.0), "spread": 4.0, "var": pytest.approx(4.0)}
+    assert j["spread"] == pytest.approx(ea.Scalars("jacobian/spread")[0].value, rel=1e-6)
+    assert 0.5 < j["m1"] < 2 and 2 < j["spread"] < 8  # 4 inputs of one init
+    assert j["var"] > 0 and j["s_max"] ** 2 > j["m1"]  # (means over the inputs)
+
+
+def test_jacobian_spectrum_skips_a_net_it_does_not_support(tmp_path, caplog):
+    """Batch norm couples the units of a batch: no spectrum, one line saying why, the rest of
+    the diagnostics as before."""
+    with caplog.at_level("INFO", logger="initlab.diagnostics"):
+        record = run(compose_train([*FAST, "norm=batchnorm"]), tmp_path, SGD)
+    lines = [r.getMessage() for r in caplog.records if "Jacobian" in r.getMessage()]
+    assert len(lines) == 1 and "BatchNorm1d" in lines[0], lines
+    tags = _events(tmp_path).Tags()
+    assert not [t for t in tags["scalars"] + tags["histograms"] if t.startswith("jacobian/")]
+    assert record["jacobian"] is None and "watch/act_mean/fc1" in tags["scalars"]
 
 
 def test_every_n_steps_and_off(tmp_path):

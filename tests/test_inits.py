@@ -21,19 +21,24 @@ from omegaconf import OmegaConf
 from scipy import linalg, stats
 from torch import nn
 
+from initlab.config import RESIDUAL_INITS
 from initlab.data import MNISTDataModule
 from initlab.diagnostics import distinct_units
 from initlab.inits import (
     DATA_DEPENDENT,
     INITS,
     OWN_BIAS,
+    STRUCTURAL,
+    USES_ACTIVATION,
+    activation_gain,
     apply_init,
     bias_moments,
     hadamard,
     init_parameters,
+    residual_variances,
     weight_variance,
 )
-from initlab.mlp import build_mlp, linear_layers
+from initlab.mlp import build_mlp, linear_layers, residual_blocks
 from initlab.run import run
 
 from .conftest import CONF, FAST, compose_train, run_train, sgd_steps
@@ -45,6 +50,9 @@ SHAPES = [(200, 300), (300, 200), (256, 784)] + [
     (_rng.randint(100, 400), _rng.randint(100, 400)) for _ in range(2)
 ]
 NAMES = sorted(INITS)
+# the inits that set a residual net's blocks (fixup, skipinit) refuse a plain MLP: the per-net
+# tests below build a plain MLP with the others, and a residual one with all (the last section)
+PLAIN = sorted(set(INITS) - set(STRUCTURAL))
 SYMMETRIC = {"zero", "constant"}  # every hidden unit identical, forever
 NORMS = ["none", "batchnorm", "layernorm", "weightnorm"]
 SGD = partial(torch.optim.SGD, lr=0.01, momentum=0.5)
@@ -227,6 +235,34 @@ def test_orthogonal(shape, params, gain):
     assert not torch.equal(w, _weight(shape, "orthogonal", seed=1, **params).double())
 
 
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("sigma_w2", [1.0, 1.18919, 2.0])
+def test_mean_field_orthogonal_is_orthogonal_with_the_gaussian_variance(shape, sigma_w2):
+    """weights=orthogonal: orthonormal rows (or columns, for a widening layer) scaled so that
+    the mean square entry is sigma_w2 / fan_in exactly, the Gaussian draw's variance."""
+    fan_out, fan_in = shape
+    w = _weight(shape, "mean_field", sigma_w2=sigma_w2, weights="orthogonal").double()
+    gram, scale = (
+        (w @ w.T, sigma_w2) if fan_out <= fan_in else (w.T @ w, sigma_w2 * fan_out / fan_in)
+    )
+    torch.testing.assert_close(
+        gram, scale * torch.eye(len(gram), dtype=gram.dtype), atol=1e-5, rtol=0
+    )
+    assert float(w.pow(2).mean()) == pytest.approx(sigma_w2 / fan_in, rel=1e-5)
+    assert weight_variance("mean_field", {"sigma_w2": sigma_w2, "weights": "orthogonal"},
+                           fan_in, fan_out) == pytest.approx(sigma_w2 / fan_in)  # fmt: skip
+    gaussian = _weight(shape, "mean_field", sigma_w2=sigma_w2).double()
+    gram = gaussian @ gaussian.T if fan_out <= fan_in else gaussian.T @ gaussian
+    assert (gram - scale * torch.eye(len(gram))).abs().max() > 0.1  # not orthogonal
+
+
+def test_mean_field_refuses_an_unknown_weight_ensemble():
+    with pytest.raises(
+        ValueError, match=r"^init.weights='haar' is not one of: gaussian, orthogonal$"
+    ):
+        _weight((4, 4), "mean_field", weights="haar")
+
+
 def test_hadamard_is_sylvesters():
     for n in (1, 2, 4, 64, 512):
         torch.testing.assert_close(hadamard(n), torch.from_numpy(linalg.hadamard(n)).float())
@@ -321,6 +357,7 @@ VARIANCE_CASES = [(n, {}) for n in NAMES] + [
     ("kaiming", {"mode": "fan_out", "distribution": "uniform"}),
     ("orthogonal", {"gain": 0.5}),
     ("constant", {"value": 0.0}),
+    ("mean_field", {"weights": "orthogonal", "sigma_w2": 1.7}),
 ]
 
 
@@ -511,7 +548,7 @@ def test_lsuv_needs_a_batch():
 
 @pytest.mark.parametrize(
     ("name", "norm"),
-    [(n, "none") for n in NAMES]
+    [(n, "none") for n in PLAIN]
     + [(n, norm) for n in sorted(SYMMETRIC) for norm in ("batchnorm", "layernorm")]
     + [("constant", "weightnorm")],
 )
@@ -529,7 +566,7 @@ def test_symmetric_inits_stay_symmetric_random_ones_break_it(train_x, name, norm
 # -- normalization ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", PLAIN)
 def test_norm_layers_start_at_gamma_1_beta_0(train_x, name):
     for norm, kind in (("batchnorm", nn.BatchNorm1d), ("layernorm", nn.LayerNorm)):
         net = build_mlp(784, [32, 16], 10, norm=norm)
@@ -544,7 +581,7 @@ def test_norm_layers_start_at_gamma_1_beta_0(train_x, name):
             assert torch.all(m.weight == 1) and torch.all(m.bias == 0)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", PLAIN)
 def test_weight_norm_keeps_the_step_0_function(train_x, name):
     nets = {}
     for norm in ("none", "weightnorm"):
@@ -588,8 +625,8 @@ def _yaml(name):
     return yaml.safe_load((CONF / "init" / f"{name}.yaml").read_text())
 
 
-def test_the_init_group_is_exactly_the_18_inits():
-    assert len(INITS) == 19
+def test_the_init_group_is_exactly_the_21_inits():
+    assert len(INITS) == 21
     assert sorted(p.stem for p in (CONF / "init").glob("*.yaml")) == NAMES
 
 
@@ -646,7 +683,9 @@ def test_command_line_overrides_reach_the_weights(overrides, declared):
 
 
 def test_apply_init_rejects_unknown_names_and_parameters():
-    with pytest.raises(ValueError, match="init='hee' is not one of: constant, default, he, "):
+    with pytest.raises(
+        ValueError, match="init='hee' is not one of: constant, default, fixup, he, "
+    ):
         apply_init(nn.Linear(2, 2), {"name": "hee"})
     with pytest.raises(ValueError, match=r"init=he has no parameter std \(it takes: bias\)"):
         apply_init(nn.Linear(2, 2), {"name": "he", "std": 1.0})
@@ -668,7 +707,7 @@ TINY = [
 ]
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", PLAIN)
 def test_every_init_trains_with_every_norm(tmp_path, name):
     """A few steps through run() for each norm (init=zero with weight norm included)."""
     for norm in NORMS:
@@ -728,3 +767,173 @@ def test_mean_field_draws_its_weights_and_biases():
     for values, var in ((w, 3.0 / 512), (b, 0.2)):
         n = values.numel()
         assert abs(float(values.pow(2).mean()) - var) < 5 * var * math.sqrt(2 / (n - 1))
+
+
+# -- residual nets: fixup, skipinit, and every init on a residual net ---------------------------
+
+
+def _residual_net(name, norm="none", depth=4, width=64, m=2, activation="relu", x=None, seed=0):
+    torch.manual_seed(seed)
+    init = partial(apply_init, spec=_yaml(name), batch=x, activation=activation)
+    return build_mlp(
+        784, [width] * depth, 10, activation, norm, init, init_name=name, residual=True,
+        branch_layers=m,
+    )  # fmt: skip
+
+
+def _mean_square_is(weights, v):
+    """The mean of n squares of N(0, v) entries has sd v sqrt(2 / n): within Z of them."""
+    w = torch.cat([t.detach().flatten() for t in weights]).double()
+    n = w.numel()
+    assert abs(float(w.pow(2).mean()) / v - 1) < Z * math.sqrt(2 / n), (float(w.pow(2).mean()), v)
+    assert abs(float(w.mean())) < Z * math.sqrt(v / n)
+
+
+def test_structural_inits_are_declared_once():
+    assert set(STRUCTURAL) == set(RESIDUAL_INITS) == {"fixup", "skipinit"}
+    assert set(STRUCTURAL) <= USES_ACTIVATION  # He's draw with the activation's gain
+    for name in STRUCTURAL:
+        assert INITS[name].variance is None and "position-dependent" in INITS[name].no_variance
+        assert init_parameters(name) == []
+        assert weight_variance(name, {}, 300, 200) is None
+
+
+@pytest.mark.parametrize(("m", "activation"), [(1, "relu"), (2, "relu"), (3, "relu"), (2, "tanh")])
+def test_fixup_zeroes_the_last_layers_and_scales_the_others(m, activation):
+    """Zhang, Dauphin & Ma (2019): each branch's last Linear and ``out`` at 0; the branch's
+    other Linears N(0, gain^2 / fan_in) times L^(-1/(2m-2)), so of variance gain^2 / fan_in
+    L^(-1/(m-1)), measured on the pooled draws of the L = 16 blocks (up to 2 x 16 x 256^2
+    entries: 0.5% at Z = 5); ``inp`` He; biases 0; gates 1."""
+    blocks, width = 16, 256
+    net = _residual_net("fixup", depth=blocks, width=width, m=m, activation=activation)
+    gain2 = activation_gain(activation) ** 2
+    scale = blocks ** (-1 / (2 * m - 2)) if m > 1 else 1.0
+    for _, block in residual_blocks(net):
+        assert block.gate.item() == 1.0
+        assert torch.count_nonzero(block.branch()[-1].weight) == 0
+    assert torch.count_nonzero(net.out.weight) == 0
+    assert all(torch.all(lin.bias == 0) for _, lin in linear_layers(net))
+    _mean_square_is([net.inp.weight], gain2 / 784)
+    inner = [lin.weight for _, b in residual_blocks(net) for lin in b.branch()[:-1]]
+    assert len(inner) == blocks * (m - 1)
+    if inner:
+        _mean_square_is(inner, gain2 / width * scale**2)
+        # exactly the He draws (kaiming, the activation's gain) times the scale, draw for draw
+        ref = _residual_net("kaiming", depth=blocks, width=width, m=m, activation=activation)
+        ref_inner = [lin.weight for _, b in residual_blocks(ref) for lin in b.branch()[:-1]]
+        for a, b in zip(inner, ref_inner, strict=True):
+            torch.testing.assert_close(a, b * scale, rtol=1e-6, atol=0)
+    declared = residual_variances("fixup", {"bias": 0.0}, 784, width, 10, blocks, m, activation)
+    assert declared["inp"] == (pytest.approx(gain2 / 784), (0.0, 0.0))
+    assert [v for v, _ in declared["branch"][0]] == pytest.approx(
+        [gain2 / width * scale**2] * (m - 1) + [0.0]
+    )
+    assert declared["out"][0] == 0.0 and declared["gates"] == [1.0] * blocks
+
+
+def test_fixup_scale_falls_with_the_blocks_as_the_paper_says():
+    from initlab.inits import fixup_scale
+
+    assert fixup_scale(16, 2) == pytest.approx(1 / 4)  # L^(-1/2)
+    assert fixup_scale(16, 3) == pytest.approx(1 / 2)  # L^(-1/4)
+    assert fixup_scale(100, 1) == 1.0  # m = 1: no layer before the (zero) last one
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_skipinit_closes_every_gate_and_draws_he(activation):
+    """De & Smith (2020): every Linear N(0, gain^2 / fan_in), biases 0, every gate 0 and
+    learnable: the net is out(act(inp(x))) at init, and the gates get the first gradient."""
+    width = 256
+    net = _residual_net("skipinit", depth=8, width=width, activation=activation)
+    gain2 = activation_gain(activation) ** 2
+    blocks = [b for _, b in residual_blocks(net)]
+    assert [b.gate.item() for b in blocks] == [0.0] * 8
+    assert all(b.gate.requires_grad for b in blocks)
+    _mean_square_is([net.inp.weight], gain2 / 784)
+    _mean_square_is([lin.weight for b in blocks for lin in b.branch()], gain2 / width)
+    _mean_square_is([net.out.weight], gain2 / width)
+    assert all(torch.all(lin.bias == 0) for _, lin in linear_layers(net))
+    x = torch.randn(32, 784)
+    torch.testing.assert_close(net(x), net.out(net.act(net.inp(x))))
+    torch.nn.functional.cross_entropy(net(x), torch.randint(0, 10, (32,))).backward()
+    assert all(b.gate.grad.abs() > 0 for b in blocks)
+    assert all(torch.all(lin.weight.grad == 0) for b in blocks for lin in b.branch())
+    declared = residual_variances("skipinit", {"bias": 0.0}, 784, width, 10, 8, 2, activation)
+    assert declared["gates"] == [0.0] * 8
+    assert declared["branch"][0][0][0] == pytest.approx(gain2 / width)
+
+
+@pytest.mark.parametrize("name", sorted(STRUCTURAL))
+def test_structural_inits_refuse_a_plain_mlp_before_drawing(name):
+    torch.manual_seed(0)
+    net = build_mlp(784, [32, 32], 10)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.raises(ValueError, match=rf"^init={name} needs model.residual=true") as err:
+        apply_init(net, {"name": name, "bias": 0.0})
+    assert "\n" not in str(err.value)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_init_fills_a_residual_net(train_x, name):
+    """Every init on a residual net: every Linear filled as on a plain MLP (the variances it
+    declares, where it has one), the gates set (1, SkipInit's 0) whatever they were, and weight
+    norm keeping the step-0 function."""
+    nets = {}
+    for norm in ("none", "weightnorm"):
+        torch.manual_seed(0)
+        nets[norm] = net = build_mlp(784, [32] * 2, 10, residual=True)  # weight norm: below
+        for _, block in residual_blocks(net):
+            block.gate.data.fill_(0.5)
+        spec = _yaml(name)
+        apply_init(net, spec, batch=train_x)
+        if norm == "weightnorm":
+            from initlab.mlp import register_weight_norm
+
+            register_weight_norm(net)
+        expected_gate = 0.0 if name == "skipinit" else 1.0
+        assert [b.gate.item() for _, b in residual_blocks(net)] == [expected_gate] * 2
+    with torch.no_grad():
+        plain, normed = nets["none"](train_x[:200]), nets["weightnorm"](train_x[:200])
+    assert torch.isfinite(normed).all()
+    scale = max(plain.abs().max().item(), 1e-6)
+    torch.testing.assert_close(normed, plain, rtol=1e-4, atol=1e-5 * scale)
+    params = {k: v for k, v in _yaml(name).items() if k != "name"}
+    declared = residual_variances(name, params, 784, 32, 10, 2, 2)
+    if declared is None:
+        assert INITS[name].no_variance
+    elif name not in STRUCTURAL:  # the per-weight law at each Linear's shape
+        assert declared["inp"][0] == weight_variance(name, params, 784, 32)
+        assert declared["branch"][1][0][0] == weight_variance(name, params, 32, 32)
+        assert declared["gates"] == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("name", sorted(STRUCTURAL))
+def test_structural_inits_train_with_every_norm(tmp_path, name):
+    """A few steps through run() on a residual net of two blocks, for each norm."""
+    residual = ["model.hidden_sizes=null", "model.width=32", "model.depth=2", "model.residual=true"]
+    for norm in NORMS:
+        cfg = compose_train([*TINY, *residual, f"init={name}", f"norm={norm}"])
+        r = run(cfg, tmp_path / norm, SGD)
+        assert r["status"] == "ok", (norm, r.get("error"))
+        assert r["init"] == name and r["norm"] == norm
+        assert all(math.isfinite(v) for v in r["final"].values())
+        assert r["layer_profile"]["first"]["layers"][:3] == ["inp", "block1.fc1", "block1.fc2"]
+
+
+def test_mean_field_at_null_sigma_w2_sits_at_the_edge_of_chaos():
+    """init.sigma_w2=null: the critical sigma_w2 of the activation at sigma_b2 (chi_1 = 1), in
+    the draw and in the declared variance; relu's is He's 2."""
+    from initlab.inits import mean_field_sigma_w2
+    from initlab.propagation.theory import chi_1
+
+    params = {"sigma_w2": None, "sigma_b2": 0.001}
+    tanh = weight_variance("mean_field", params, 400, 400, "tanh") * 400
+    assert chi_1("tanh", tanh, 0.001) == pytest.approx(1.0, abs=1e-9)
+    assert weight_variance("mean_field", params, 400, 400, "relu") * 400 == 2.0
+    assert mean_field_sigma_w2(1.5, 0.001, "tanh") == 1.5
+    torch.manual_seed(0)
+    w = torch.empty(1000, 1000)
+    INITS["mean_field"](w, sigma_w2=None, sigma_b2=0.001, activation="tanh")
+    # the sample variance of 1e6 normal entries: relative standard error sqrt(2 / 1e6)
+    assert float(w.var()) * 1000 == pytest.approx(tanh, rel=5 * math.sqrt(2 / 1e6))

@@ -52,7 +52,14 @@ from torch import nn
 
 from initlab.config import ConfigError
 from initlab.inits import INITS, bias_moments, weight_variance
-from initlab.propagation import PLOT_FILE, PROPAGATION_FILE, SCHEMA_VERSION, SWEEP_PLOT_FILE
+from initlab.propagation import (
+    PLOT_FILE,
+    PROPAGATION_FILE,
+    SCHEMA_VERSION,
+    SPECTRUM_PLOT_FILE,
+    SPECTRUM_SWEEP_PLOT_FILE,
+    SWEEP_PLOT_FILE,
+)
 from initlab.propagation import plots as plots_module
 from initlab.propagation.measure import (
     build_network,
@@ -386,7 +393,9 @@ def test_plots_show_mean_and_median_and_say_which(tmp_path, monkeypatch):
 def test_config_composes_with_the_train_groups():
     cfg = compose_propagate(["init=xavier", "norm=batchnorm", "model.depth=3", "data=synthetic"])
     assert cfg["init"]["name"] == "xavier" and cfg["norm"]["name"] == "batchnorm"
-    assert cfg["propagate"] == {"inputs": "mnist", "n_inputs": 1000, "seeds": 10}
+    assert cfg["propagate"] == {
+        "inputs": "mnist", "n_inputs": 1000, "seeds": 10, "jacobian_inputs": 16
+    }  # fmt: skip
 
 
 def test_run_propagation_on_synthetic_data():
@@ -433,7 +442,7 @@ def test_sweep_writes_json_and_plots(tmp_path):
     ]
     for job in jobs:
         record = read_results(job / PROPAGATION_FILE)
-        assert record["schema_version"] == SCHEMA_VERSION == 3
+        assert record["schema_version"] == SCHEMA_VERSION == 4
         assert (job / PLOT_FILE).stat().st_size > 0
         assert record["config"]["init"]["name"] == record["init"]
         assert record["inputs"]["dataset"] == "gaussian"
@@ -446,6 +455,17 @@ def test_sweep_writes_json_and_plots(tmp_path):
         per_seed = first["q"]["per_seed"]
         assert first["q"]["measured"] == pytest.approx(statistics.mean(per_seed), rel=1e-12)
         assert first["q"]["median"] == pytest.approx(statistics.median(per_seed), rel=1e-12)
+        # the Jacobian dh_2/dh_1 = W_2 D_1 (32 x 32) on 16 inputs: i.i.d. weights on ReLU,
+        # spread 2 (mu2/mu1^2 - 1 - s1 = 2 - 1 + 1), m1 = 32 v / 2 (He 1, Xavier 1/2)
+        j = record["jacobian"]
+        assert j["available"] and j["inputs"] == 16 and j["shape"] == [32, 32]
+        assert j["spread"]["predicted"] == 2.0
+        assert j["m1"]["predicted"] == pytest.approx(
+            32 * record["layers"][1]["weight_variance"] / 2
+        )
+        assert (job / SPECTRUM_PLOT_FILE).stat().st_size > 0
+    assert "Jacobian dh_L/dh_1 (32x32, 1 factors, 16 inputs per seed" in proc.stdout + proc.stderr
+    assert (sweep / SPECTRUM_SWEEP_PLOT_FILE).stat().st_size > 0
     combined = sweep / SWEEP_PLOT_FILE
     assert combined.stat().st_size > 0
     combined.unlink()

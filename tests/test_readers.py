@@ -359,6 +359,7 @@ WRONG_TYPES: list[tuple[tuple, Any]] = [
     (("seed",), "0"),
     (("steps_to_val_acc",), [1]),
     (("layer_profile",), 3),
+    (("jacobian",), 3),
     (("final", "val_acc"), "0.9"),
     (("final", "test_acc"), 1.5),
     (("history", 1, "step"), "100"),

@@ -144,6 +144,8 @@ _TORCH_FREE = [
     ["model.hidden_sizes=[64]", "model.depth=5"],
     ["trainer.num_sanity_val_steps=3"],
     ["study=tutorail"],
+    ["model.residual=true"],  # the tutorial's widths 512, 256: not one width
+    ["init=fixup"],  # needs model.residual=true
 ]
 
 

@@ -154,12 +154,14 @@ def check_space(path: Path, cfg: Mapping[str, Any]) -> None:
 def checkpoint_bytes(cfg: Mapping[str, Any]) -> int:
     """About the size of one checkpoint: the weights and the optimizer's state (a momentum
     buffer; two moments for an optimizer with ``betas``), float32."""
-    from initlab.mlp import resolve_hidden_sizes
+    from initlab.mlp import linear_shapes, resolve_hidden_sizes
 
     m = cfg["model"]
-    widths = [m["input_size"], *resolve_hidden_sizes(m["depth"], m["width"], m["hidden_sizes"])]
-    widths.append(m["num_classes"])
-    params = sum((a + 1) * b for a, b in zip(widths, widths[1:], strict=False))
+    hidden = resolve_hidden_sizes(m["depth"], m["width"], m["hidden_sizes"])
+    shapes = linear_shapes(
+        m["input_size"], hidden, m["num_classes"], m["residual"], m["branch_layers"]
+    )
+    params = sum((a + 1) * b for a, b in shapes)
     optimizer = cfg["optimizer"]
     moments = 2 if "betas" in optimizer or "Adam" in str(optimizer.get("_target_")) else 1
     return 4 * params * (1 + moments)
@@ -302,7 +304,7 @@ def _check_memory(cfg: Mapping[str, Any], device: Any) -> None:
     hidden = resolve_hidden_sizes(m["depth"], m["width"], m["hidden_sizes"])
     need, params = training_memory(
         m["input_size"], hidden, m["num_classes"], data["batch_size"], data["eval_batch_size"],
-        cfg["norm"]["name"],
+        cfg["norm"]["name"], residual=m["residual"], branch_layers=m["branch_layers"],
     )  # fmt: skip
     have = available_memory(device)
     if have is not None and need > have:

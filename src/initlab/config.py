@@ -31,7 +31,7 @@ import math
 import types
 import typing
 from collections import abc
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
@@ -51,7 +51,22 @@ MNIST_SIZES = {"train": 60000, "test": 10000}  # images per split of the real MN
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # of MNIST's training pixels in [0, 1]: normalization
 # The named studies (conf/experiment/<name>.yaml sets ``study: <name>``); the report tests the
 # claims of each (initlab.report.claims, initlab.report.phase). A test checks the three agree.
-STUDIES = ("tutorial", "init_x_norm", "depth", "he2015", "glorot2010", "phase_diagram")
+STUDIES = (
+    "tutorial",
+    "init_x_norm",
+    "depth",
+    "he2015",
+    "glorot2010",
+    "phase_diagram",
+    "isometry",
+    "fixup2019",
+)
+# init=mean_field's weight ensembles (init.weights); initlab.propagation.theory.WEIGHT_S1 has one
+# S-transform coefficient for each (a test checks they agree)
+WEIGHT_ENSEMBLES = ("gaussian", "orthogonal")
+# The inits that need a residual net (initlab.inits.STRUCTURAL; a test checks they agree)
+RESIDUAL_INITS = ("fixup", "skipinit")
+TUTORIAL_HIDDEN_SIZES = (512, 256)  # the tutorial's MLP, 784-512-256-10
 
 
 class ConfigError(ValueError):
@@ -101,13 +116,34 @@ def _setting(
 POS_INT = "a positive integer"
 
 
+def resolve_hidden_sizes(
+    depth: int | None = None,
+    width: int | None = None,
+    hidden_sizes: Sequence[int] | None = None,
+) -> list[int]:
+    """The hidden widths from the config's three ways of saying them.
+
+    ``hidden_sizes`` wins when given. Else ``depth`` layers of ``width`` each; without a width,
+    the tutorial's [512, 256], cut or extended with 256s to ``depth`` layers. (Here, not in
+    ``initlab.mlp``, so that the rules on widths are checked without torch.)
+    """
+    if hidden_sizes is not None:
+        return [int(h) for h in hidden_sizes]
+    depth = len(TUTORIAL_HIDDEN_SIZES) if depth is None else int(depth)
+    if width is not None:
+        return [int(width)] * depth
+    tail = [TUTORIAL_HIDDEN_SIZES[-1]] * max(0, depth - len(TUTORIAL_HIDDEN_SIZES))
+    return list(TUTORIAL_HIDDEN_SIZES[:depth]) + tail
+
+
 # -- the sections --------------------------------------------------------------------------------
 # Each field's default is the tutorial's setting; a group option (conf/<group>/<option>.yaml) sets
 # only what differs from it, and the library's constructors take their defaults from here.
 @dataclass
 class ModelConf:
     """The MLP: ``hidden_sizes`` if given; else ``depth`` layers of ``width``; without a width,
-    the tutorial's [512, 256] cut or extended with 256s (``depth=8``: 512 then seven 256s)."""
+    the tutorial's [512, 256] cut or extended with 256s (``depth=8``: 512 then seven 256s).
+    ``residual``: ``depth`` residual blocks of that one width instead (``initlab.mlp``)."""
 
     input_size: int = _setting(IMAGE_PIXELS, POS_INT, _pos_int)
     num_classes: int = _setting(NUM_CLASSES, "an integer >= 2", lambda v: _int(v) and v >= 2)
@@ -121,6 +157,10 @@ class ModelConf:
         _optional(lambda v: len(v) > 0 and all(_pos_int(h) for h in v)),
     )
     activation: str = _setting("relu", f"one of: {', '.join(ACTIVATIONS)}", _one_of(*ACTIVATIONS))
+    # a residual net: ``inp`` (784 -> width), ``depth`` blocks h + gate * f(h) of one width, f
+    # ``branch_layers`` x [norm ->] activation -> Linear, then [norm ->] activation -> ``out``
+    residual: bool = _setting(False, "true or false")
+    branch_layers: int = _setting(2, f"{POS_INT} (Linear layers per residual branch)", _pos_int)
 
 
 @dataclass
@@ -190,6 +230,11 @@ class DiagnosticsConf:
     )
     # distinct units per hidden layer at step 0 and each epoch's end
     symmetry: bool = _setting(True, "true or false", role=BOOKKEEPING)
+    # the input-output Jacobian's spectrum at step 0 and each epoch's end, on this many inputs of
+    # the batch (0: off; initlab.propagation.spectrum)
+    jacobian_inputs: int = _setting(
+        4, "an integer >= 0 (0: off)", lambda v: _int(v) and v >= 0, BOOKKEEPING
+    )
 
 
 @dataclass
@@ -260,6 +305,9 @@ class PropagateSection:
     inputs: str = _setting("mnist", "one of: mnist, gaussian", _one_of("mnist", "gaussian"))
     n_inputs: int = _setting(1000, POS_INT, _pos_int)
     seeds: int = _setting(10, "an integer >= 2 (for the spread)", lambda v: _int(v) and v >= 2)
+    # the input-output Jacobian's spectrum on the first jacobian_inputs inputs (0: not measured;
+    # initlab.propagation.spectrum: an SVD per input and seed, so kept small)
+    jacobian_inputs: int = _setting(16, "an integer >= 0 (0: off)", lambda v: _int(v) and v >= 0)
 
 
 @dataclass
@@ -295,6 +343,12 @@ INIT_RULES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "batch_size": (POS_INT, _pos_int),
     "mode": ("one of: fan_in, fan_out", _one_of("fan_in", "fan_out")),
     "distribution": ("one of: normal, uniform", _one_of("normal", "uniform")),
+    "weights": (f"one of: {', '.join(WEIGHT_ENSEMBLES)}", _one_of(*WEIGHT_ENSEMBLES)),
+    "sigma_w2": (
+        "a number > 0 (or null: the edge of chaos of the activation at sigma_b2)",
+        _optional(lambda v: _number(v) and v > 0),
+    ),
+    "sigma_b2": ("a number >= 0", lambda v: _number(v) and v >= 0),
     "bias": ("a finite number (or null: the init's own bias)", _optional(_number)),
 }
 
@@ -684,6 +738,27 @@ def training_set_size(cfg: Mapping[str, Any]) -> int | None:
     return data["synthetic_train"]
 
 
+def _check_residual(model: Mapping[str, Any], init: Any) -> None:
+    """A residual net adds each block's output to its input, so every block has one width; the
+    inits that set residual blocks (fixup, skipinit) need them."""
+    widths = resolve_hidden_sizes(model["depth"], model["width"], model["hidden_sizes"])
+    if model["residual"] and len(set(widths)) > 1:
+        given = (
+            f"model.hidden_sizes={list(model['hidden_sizes'])}"
+            if model["hidden_sizes"] is not None
+            else f"model.width=null gives the tutorial's widths {widths}"
+        )
+        raise ConfigError(
+            f"model.residual=true needs one width for all {len(widths)} blocks, but {given}: "
+            f"set model.width (e.g. model.width={widths[-1]}) or equal hidden_sizes"
+        )
+    if init in RESIDUAL_INITS and not model["residual"]:
+        raise ConfigError(
+            f"init={init} needs model.residual=true (it initializes residual blocks; "
+            "model.residual=false is a plain MLP)"
+        )
+
+
 def _cross_checks(cfg: Mapping[str, Any]) -> None:
     model, data, norm = cfg["model"], cfg["data"], cfg["norm"]["name"]
     hidden, depth = model["hidden_sizes"], model["depth"]
@@ -694,6 +769,7 @@ def _cross_checks(cfg: Mapping[str, Any]) -> None:
             f"model.hidden_sizes={list(hidden)} ({len(hidden)} layers) and model.depth={depth} "
             f"disagree: give one of them (hidden_sizes sets the depth)"
         )
+    _check_residual(model, cfg["init"].get("name"))
     if model["input_size"] != IMAGE_PIXELS:
         raise ConfigError(
             f"model.input_size={model['input_size']} must be {IMAGE_PIXELS}: "

@@ -59,6 +59,9 @@ SESSION_STATUS = {
 # The tag group of the per-layer diagnostics, watch/<quantity>/<layer> (as wandb.watch's): after
 # test/, train/ and val/ in TensorBoard's alphabetical groups, which open the first ones.
 LAYERS = "watch"
+# The input-output Jacobian's spectrum at step 0 and each epoch's end (initlab.diagnostics):
+# jacobian/m1, jacobian/spread, jacobian/s_max and the histogram jacobian/singular_values
+JACOBIAN = "jacobian"
 # The per-layer quantities, as (tag quantity, chart title) for the custom-scalars layout.
 LAYER_CHARTS = (
     ("preact_q", "q = E[h²] at each activation's input"),
@@ -128,6 +131,7 @@ def hparam_values(cfg: Mapping[str, Any]) -> dict[str, str | float | bool]:
         "depth": len(hidden),
         "widths": "-".join(map(str, hidden)),
         "activation": model["activation"],
+        "residual": bool(model.get("residual", False)),
         "seed": cfg["seed"],
         "batch_size": cfg["data"]["batch_size"],
         "epochs": cfg["trainer"]["max_epochs"],
@@ -135,6 +139,8 @@ def hparam_values(cfg: Mapping[str, Any]) -> dict[str, str | float | bool]:
         "data": cfg["data"]["name"],
         "study": cfg.get("study"),
     }
+    if values["residual"]:
+        values["branch_layers"] = model["branch_layers"]
     values.update({f"init.{k}": v for k, v in cfg["init"].items() if k != "name"})
     values.update(
         {k if k in ("lr", "momentum") else f"optimizer.{k}": v for k, v in optimizer.items()}

@@ -11,6 +11,7 @@ the other steps pay nothing.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -21,9 +22,19 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
 from initlab.config import DiagnosticsConf
-from initlab.dashboard import layer_tag
+from initlab.dashboard import JACOBIAN, layer_tag
 from initlab.data import steps_of
+from initlab.mlp import residual_blocks
+from initlab.propagation.spectrum import (
+    activation_derivative,
+    hidden_stack,
+    jacobian,
+    singular_values,
+    spectrum_stats,
+)
 from initlab.schedule import Schedule
+
+log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
@@ -54,13 +65,27 @@ def distinct_units(layer: nn.Linear, dead: Tensor | None = None, atol: float = 1
 
 
 def hidden_layers(net: nn.Module) -> list[tuple[str, nn.Linear, nn.Module]]:
-    """(name, Linear, activation module) for each hidden layer of an initlab MLP (fc{i}/act{i})."""
+    """(name, Linear, activation module) for each hidden layer of an initlab MLP (fc{i}/act{i});
+    for a residual net, each Linear whose output reaches an activation (``residual_layers``)."""
+    if residual_blocks(net):
+        return residual_layers(net)
     children = dict(net.named_children())
     return [
         (name, layer, children[f"act{name[2:]}"])
         for name, layer in children.items()
         if name.startswith("fc") and f"act{name[2:]}" in children
     ]
+
+
+def residual_layers(net: nn.Module) -> list[tuple[str, nn.Linear, nn.Module]]:
+    """(name, Linear, activation module) of a residual net (``initlab.mlp``), each Linear with the
+    activation its output reaches next: ``inp`` with block 1's ``act1``; a block's ``fc{i}`` with
+    its ``act{i+1}``; its last ``fc{m}`` with the next block's ``act1`` (the final ``act`` after
+    the last block). An activation's input is then the stream where a branch starts (normalized,
+    with a norm): ``preact_q`` of ``block{l}.fc{m}`` is the second moment of block l's output."""
+    acts = [(n, m) for n, m in net.named_modules() if n.split(".")[-1].startswith("act")]
+    linears = [(n, m) for n, m in net.named_modules() if isinstance(m, nn.Linear) and n != "out"]
+    return [(n, lin, act) for (n, lin), (_, act) in zip(linears, acts, strict=True)]
 
 
 def _weight_grad_norm(layer: nn.Module) -> Tensor | None:
@@ -112,12 +137,19 @@ class LayerDiagnostics(Callback):
     at the Linear's output (per example: B times the batch-mean loss's gradient, as
     ``scripts/propagate.py``'s ``grad_q``) and its ratio to the last hidden layer's
     (``grad_preact_ratio``: below 1 toward the input when the gradient vanishes), and for every
-    Linear the weight norm, gradient norm and update-to-weight ratio ||dW|| / ||W||. ``profile``
+    Linear the weight norm, gradient norm and update-to-weight ratio ||dW|| / ||W|| (and each
+    residual block's gate; a residual net's hidden layers: ``residual_layers``). ``profile``
     keeps the per-layer q and grad_preact_q of step 0 and of the last measured step (what
     results.json records as ``layer_profile``). At step 0 and at each epoch's (and the budget's)
     last step: the number of distinct units per hidden layer (1 means the layer is symmetric:
     zero or constant init) and, if ``histograms``, histograms of weights, pre-activations and
-    gradients (also every ``histogram_every_n_steps``).
+    gradients (also every ``histogram_every_n_steps``); and, on the first ``jacobian_inputs``
+    inputs of the step's batch, the spectrum of the hidden stack's Jacobian dh_L/dh_1
+    (``initlab.propagation.spectrum``): ``jacobian/m1``, ``jacobian/spread``, ``jacobian/s_max``
+    (means over the inputs) and the histogram ``jacobian/singular_values``; step 0's means are
+    kept in ``jacobian`` (results.json's). Only there, not every ``every_n_steps``: an SVD-sized
+    eigenproblem per input. A net it does not support (norm layers, a residual net, one hidden
+    layer, widths above ``spectrum.MAX_WIDTH``) is skipped, with one line in train.log.
 
     A training batch may be a block of several optimizer steps, so the callback follows steps,
     not batches: a measured step's forward is hooked from the end of the step before (or the
@@ -132,8 +164,13 @@ class LayerDiagnostics(Callback):
         histogram_every_n_steps: int | None = DiagnosticsConf.histogram_every_n_steps,
         symmetry: bool = DiagnosticsConf.symmetry,
         schedule: Schedule | None = None,
+        jacobian_inputs: int = DiagnosticsConf.jacobian_inputs,
     ) -> None:
         self.every_n_steps = every_n_steps
+        self.jacobian_inputs = jacobian_inputs
+        self._jacobian_skipped = False  # a net the spectrum does not support (said once)
+        self._q0: Tensor | None = None  # E[x^2] of the step's batch, for the prediction
+        self.jacobian: dict[str, Any] | None = None  # step 0's spectrum (results.json)
         self.histograms = histograms
         self.histogram_every_n_steps = histogram_every_n_steps
         self.symmetry = symmetry
@@ -157,6 +194,7 @@ class LayerDiagnostics(Callback):
             "symmetry": self.symmetry and boundary,
             "histograms": self.histograms
             and (boundary or bool(hist_every and step % hist_every == 0)),
+            "jacobian": boundary and self.jacobian_inputs > 0 and not self._jacobian_skipped,
         }
 
     def _ends_epoch(self, step: int) -> bool:
@@ -173,6 +211,8 @@ class LayerDiagnostics(Callback):
                 self._hooks.append(act.register_forward_hook(self._capture(name)))
                 if self._plan["stats"]:
                     self._hooks.append(layer.register_forward_hook(self._watch_grad(name)))
+            if self._plan["jacobian"] and (first := getattr(net, "fc1", None)) is not None:
+                self._hooks.append(first.register_forward_hook(self._watch_input))
 
     def _unhook(self) -> None:
         for h in self._hooks:
@@ -184,6 +224,9 @@ class LayerDiagnostics(Callback):
             self._captured[name] = (inputs[0].detach(), output.detach())
 
         return hook
+
+    def _watch_input(self, module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        self._q0 = inputs[0].detach().pow(2).mean()
 
     def _watch_grad(self, name: str):
         """A forward hook that asks the Linear's output for its gradient in the backward pass."""
@@ -245,6 +288,10 @@ class LayerDiagnostics(Callback):
                 metrics[layer_tag("act_std", name)] = post.std()
                 metrics[layer_tag("preact_q", name)] = pre.pow(2).mean()
                 metrics[layer_tag("dead_fraction", name)] = dead.float().mean()
+        spectrum = self._spectrum(net, captured) if plan["jacobian"] else None
+        if spectrum is not None:
+            stats = spectrum_stats(spectrum)
+            metrics.update({f"{JACOBIAN}/{k}": stats[k].mean() for k in JACOBIAN_SCALARS})
         before: dict[str, Tensor] = {}
         grads: dict[str, Tensor] = {}
         for name, layer in _linears(net):
@@ -263,7 +310,29 @@ class LayerDiagnostics(Callback):
             "before": before,
             "grads": grads,
             "preacts": preacts,
+            "spectrum": spectrum,
+            "q0": self._q0 if spectrum is not None else None,
         }
+
+    def _spectrum(
+        self, net: nn.Module, captured: dict[str, tuple[Tensor, Tensor]]
+    ) -> Tensor | None:
+        """The singular values of dh_L/dh_1 for the first ``jacobian_inputs`` inputs of the
+        step, from the captured pre-activations (the Gram matrix's eigenvalues,
+        ``spectrum.singular_values(exact=False)``: a fraction of an SVD's cost); None for a net
+        the measurement does not support, said once in train.log."""
+        try:
+            fcs, acts = hidden_stack(net)
+        except ValueError as exc:
+            self._jacobian_skipped = True
+            log.info("diagnostics: no Jacobian spectrum: %s", exc)
+            return None
+        n = self.jacobian_inputs
+        derivs = [
+            activation_derivative(act, captured[f"fc{i}"][0][:n])
+            for i, act in enumerate(acts[:-1], start=1)
+        ]
+        return singular_values(jacobian([fc.weight for fc in fcs[1:]], derivs), exact=False)
 
     def _finish(self, trainer: L.Trainer, net: nn.Module) -> None:
         """Measure the pending step's update and log everything at that step."""
@@ -278,6 +347,8 @@ class LayerDiagnostics(Callback):
                 before = pending["before"][name]
                 if before.norm() > 0:
                     metrics[layer_tag("update_ratio", name)] = (w - before).norm() / before.norm()
+            for name, block in residual_blocks(net):  # SkipInit's open from 0, Fixup's from 1
+                metrics[layer_tag("gate", name)] = block.gate.detach()
         if plan["symmetry"]:
             for name, layer, _ in hidden_layers(net):
                 metrics[layer_tag("distinct_units", name)] = distinct_units(
@@ -291,6 +362,25 @@ class LayerDiagnostics(Callback):
             logger.log_metrics(metrics, step=step)
         if plan["histograms"]:
             self._log_histograms(trainer, pending)
+        if (spectrum := pending.get("spectrum")) is not None:
+            self._log_spectrum(trainer, step, spectrum, pending["q0"])
+
+    def _log_spectrum(self, trainer: L.Trainer, step: int, s: Tensor, q0: Tensor | None) -> None:
+        """The histogram of the singular values (TensorBoard), and step 0's means over the
+        inputs (``jacobian``: m1, var, spread, s_max; null where not finite, a zero init)."""
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                add_histogram(logger.experiment, f"{JACOBIAN}/singular_values", s, step)
+        if step == 0:
+            stats = spectrum_stats(s)
+            keys = ("m1", "var", "spread", "s_max")
+            values = torch.stack([stats[k].mean() for k in keys]).tolist()
+            self.jacobian = {
+                "step": step,
+                "inputs": int(s.shape[0]),
+                "q0": None if q0 is None else float(q0),
+                **{k: v if math.isfinite(v) else None for k, v in zip(keys, values, strict=True)},
+            }
 
     def _keep_profile(self, net: nn.Module, step: int, metrics: dict[str, float]) -> None:
         """Keep this step's per-layer q and grad_preact_q: the first measured step (0) and the
@@ -306,10 +396,12 @@ class LayerDiagnostics(Callback):
         self.profile["last"] = profile
 
     def state_dict(self) -> dict[str, Any]:
-        return {"profile": self.profile}  # a resumed run keeps its step-0 profile
+        # a resumed run keeps its step-0 profile and spectrum
+        return {"profile": self.profile, "jacobian": self.jacobian}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.profile = dict(state_dict.get("profile", {}))
+        self.jacobian = state_dict.get("jacobian")
 
     def _log_histograms(self, trainer: L.Trainer, pending: dict[str, Any]) -> None:
         step = pending["step"]
@@ -323,6 +415,10 @@ class LayerDiagnostics(Callback):
                     add_histogram(writer, layer_tag("grad", name), pending["grads"][name], step)
                 if name in pending["preacts"]:
                     add_histogram(writer, layer_tag("preact", name), pending["preacts"][name], step)
+
+
+# the spectrum's scalars, logged as jacobian/<key>: means over the inputs of spectrum_stats
+JACOBIAN_SCALARS = ("m1", "spread", "s_max")
 
 
 def _gradient_ratios(net: nn.Module, metrics: dict[str, float]) -> dict[str, float]:
@@ -347,4 +443,5 @@ def _weight_leaf(layer: nn.Module) -> Tensor:
 
 
 def _linears(net: nn.Module) -> list[tuple[str, nn.Module]]:
-    return [(n, m) for n, m in net.named_children() if isinstance(m, nn.Linear)]
+    """Every Linear, in forward order (a residual block's too: ``block3.fc1``)."""
+    return [(n, m) for n, m in net.named_modules() if isinstance(m, nn.Linear)]

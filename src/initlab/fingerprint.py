@@ -26,6 +26,13 @@ from initlab.config import BOOKKEEPING, EXTEND, REPORT, role
 
 FINGERPRINT_VERSION = 2  # 2: the budget in steps, in place of max_epochs / max_steps
 BUDGET = "budget.steps"  # the one key an extension or a resume may change
+# A plain MLP does not depend on the residual settings: while model.residual is false they are
+# left out, so its fingerprint is the one it had before they existed (its run dir is still
+# skipped or resumed), and model.branch_layers makes no other run of it.
+RESIDUAL_KEYS = ("model.residual", "model.branch_layers")
+# Settings left out at the value that draws what the init drew before the setting existed, so
+# that those runs keep their fingerprint: mean_field's Gaussian weights (init.weights)
+LEFT_OUT_AT = {"init.weights": "gaussian"}
 
 
 def _flatten(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -43,6 +50,9 @@ def determining(cfg: Mapping[str, Any], budget_steps: int | None = None) -> dict
     """The config keys (dotted) that determine the result, with their values; the keys the
     budget is made of as ``budget.steps`` (when known)."""
     flat = _flatten({k: v for k, v in cfg.items() if k != "hydra"})
+    if not flat.get(RESIDUAL_KEYS[0]):
+        flat = {k: v for k, v in flat.items() if k not in RESIDUAL_KEYS}
+    flat = {k: v for k, v in flat.items() if k not in LEFT_OUT_AT or v != LEFT_OUT_AT[k]}
     out = {k: v for k, v in sorted(flat.items()) if role(k) not in (BOOKKEEPING, REPORT, EXTEND)}
     if budget_steps is not None:
         out[BUDGET] = int(budget_steps)

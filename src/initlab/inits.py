@@ -4,14 +4,14 @@ Each initializer fills one ``nn.Linear`` weight in place, ``INITS[name](weight, 
 from the torch global RNG (seeded once per run). Its keyword parameters come from the config
 (``init.std=0.05``, ``init.gain=2.0``, ``init.mode=fan_out``); fan sizes come from the weight's
 shape, ``(fan_out, fan_in)``. On a Parameter, call them under ``torch.no_grad()`` (as
-``apply_init`` does). Formulas, variances and sources of all 19: ``docs/inits.md``.
+``apply_init`` does). Formulas, variances and sources of all 21: ``docs/inits.md``.
 
 Each initializer declares, next to its draw, the closed-form variance of the weights it draws
 (``@declare_variance``): ``weight_variance`` reads it for the mean-field prediction
 (``initlab.propagation``), and a test checks it against large draws. An init with no closed form
 declares that, and why.
 
-Three small tables say what some inits need beyond one weight; ``apply_init`` reads them:
+Four small tables say what some inits need beyond one weight; ``apply_init`` reads them:
 
 - ``USES_ACTIVATION``: gets ``activation=`` (the model's), for its gain (kaiming, orthogonal).
 - ``OWN_BIAS``: sets its own biases, ``fn(bias, weight, **the init's parameters it takes)``, when
@@ -20,6 +20,9 @@ Three small tables say what some inits need beyond one weight; ``apply_init`` re
 - ``DATA_DEPENDENT``: a second pass over the whole model on a batch of training inputs,
   ``fn(model, batch, **params)``, after every weight is filled (lsuv). Its ``INITS`` entry is the
   per-weight first step, and its config parameters go to the second pass.
+- ``STRUCTURAL``: a second pass over a residual net's blocks, ``fn(model)``, after every weight
+  is filled (fixup, skipinit): what a weight is depends on where it sits. Its ``INITS`` entry is
+  the per-weight first step; on a net without residual blocks ``apply_init`` refuses it.
 
 Adding an init: write ``def name_(weight, ...)`` here with its ``@declare_variance``, add it to
 ``INITS``, and add ``conf/init/<name>.yaml`` with ``name: <name>``, its parameters and ``bias``.
@@ -36,7 +39,9 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from initlab.mlp import ACTIVATION_MODULES
+from initlab.config import WEIGHT_ENSEMBLES
+from initlab.mlp import ACTIVATION_MODULES, ResidualBlock, residual_blocks
+from initlab.propagation.theory import critical_sigma_w2
 
 log = logging.getLogger(__name__)
 
@@ -254,20 +259,54 @@ def orthogonal_(weight: Tensor, gain: float | None = None, activation: str = "re
     nn.init.orthogonal_(weight, gain=_orthogonal_gain(gain, activation))
 
 
-@declare_variance(lambda fan_in, fan_out, sigma_w2, sigma_b2: sigma_w2 / fan_in)
-def mean_field_(weight: Tensor, sigma_w2: float = 1.0, sigma_b2: float = 0.05) -> None:
+def mean_field_sigma_w2(sigma_w2: float | None, sigma_b2: float, activation: str) -> float:
+    """``init.sigma_w2``, or for null the edge of chaos of ``activation`` at ``sigma_b2``
+    (chi_1 = 1, ``initlab.propagation.theory.critical_sigma_w2``: tanh 1.1892 at sigma_b2 =
+    0.001, 1.7610 at 0.05; relu 2, He's): a study at criticality stays there when sigma_b2 or the
+    activation changes."""
+    if sigma_w2 is not None:
+        return float(sigma_w2)
+    return critical_sigma_w2(activation, float(sigma_b2))
+
+
+@declare_variance(
+    lambda fan_in, fan_out, sigma_w2, sigma_b2, weights, activation: (
+        mean_field_sigma_w2(sigma_w2, sigma_b2, activation) / fan_in
+    )
+)
+def mean_field_(
+    weight: Tensor,
+    sigma_w2: float | None = 1.0,
+    sigma_b2: float = 0.05,
+    weights: str = "gaussian",
+    activation: str = "relu",
+) -> None:
     """Mean-field theory's family (Poole et al. 2016; Schoenholz et al. 2017): W ~ N(0,
     sigma_w2 / fan_in), and (``mean_field_bias_``, unless ``init.bias`` is set) b ~ N(0,
     sigma_b2). sigma_w2 and sigma_b2 set the order-to-chaos phase and the depth scales
     (``initlab.propagation.theory``): with tanh and sigma_b2 = 0.05, critical at sigma_w2 = 1.76.
+
+    ``weights="orthogonal"``: a random orthogonal matrix with the same mean square entry
+    sigma_w2 / fan_in (gain sqrt(sigma_w2), times sqrt(fan_out / fan_in) for a widening layer,
+    whose columns are the orthonormal ones). The forward moments are the same; the spectrum of
+    the input-output Jacobian is not: for tanh at the edge of chaos with sigma_b2 = 1e-3, the
+    relative variance of its squared singular values grows by 0.044 per layer, against 1.044
+    with Gaussian weights (``initlab.propagation.theory.jacobian_moments``; Pennington et al.
+    2017).
     """
-    del sigma_b2  # the biases' (``mean_field_bias_``)
-    weight.normal_(0.0, math.sqrt(sigma_w2 / fans(weight)[0]))
+    sigma_w2 = mean_field_sigma_w2(sigma_w2, sigma_b2, activation)
+    fan_in, fan_out = fans(weight)
+    if weights == "gaussian":
+        weight.normal_(0.0, math.sqrt(sigma_w2 / fan_in))
+    elif weights == "orthogonal":
+        nn.init.orthogonal_(weight, gain=math.sqrt(sigma_w2 * max(1.0, fan_out / fan_in)))
+    else:
+        raise ValueError(f"init.weights={weights!r} is not one of: {', '.join(WEIGHT_ENSEMBLES)}")
 
 
 @declare_variance(lambda fan_in, fan_out, sigma_w2, sigma_b2: sigma_b2)
 def mean_field_bias_(
-    bias: Tensor, weight: Tensor, sigma_w2: float = 1.0, sigma_b2: float = 0.05
+    bias: Tensor, weight: Tensor, sigma_w2: float | None = 1.0, sigma_b2: float = 0.05
 ) -> None:
     """The mean-field family's bias: N(0, sigma_b2) per entry, whatever the layer's size."""
     del weight, sigma_w2
@@ -382,6 +421,89 @@ def lsuv_(
         model.train(was_training)
 
 
+# -- residual nets: inits that see the blocks -----------------------------------------------
+
+RESIDUAL_NO_VARIANCE = (
+    "position-dependent: set per residual block (a zero last layer, a scaled branch, a zero "
+    "gate), not one law per weight; initlab.inits.residual_variances gives each position's"
+)
+
+
+def _gain_normal_(weight: Tensor, activation: str) -> None:
+    """N(0, gain^2 / fan_in): He's draw with the activation's gain (``kaiming`` fan_in normal,
+    draw for draw)."""
+    weight.normal_(0.0, activation_gain(activation) / math.sqrt(fans(weight)[0]))
+
+
+@declare_variance(None, no_variance=RESIDUAL_NO_VARIANCE)
+def fixup_(weight: Tensor, activation: str = "relu") -> None:
+    """Fixup's first step: every weight N(0, gain^2 / fan_in); ``fixup_blocks_`` then zeroes and
+    scales by position."""
+    _gain_normal_(weight, activation)
+
+
+@declare_variance(None, no_variance=RESIDUAL_NO_VARIANCE)
+def skipinit_(weight: Tensor, activation: str = "relu") -> None:
+    """SkipInit's weights: every weight N(0, gain^2 / fan_in); ``skipinit_blocks_`` closes the
+    gates."""
+    _gain_normal_(weight, activation)
+
+
+def fixup_scale(blocks: int, branch_layers: int) -> float:
+    """L^(-1/(2m-2)), Fixup's factor on a branch's Linear layers before its last, for L blocks of
+    m layers (m = 1: there is no such layer, 1)."""
+    return 1.0 if branch_layers == 1 else float(blocks) ** (-1.0 / (2 * branch_layers - 2))
+
+
+def _blocks(model: nn.Module, name: str) -> list[ResidualBlock]:
+    blocks = [b for _, b in residual_blocks(model)]
+    if not blocks:
+        raise ValueError(
+            f"init={name} needs model.residual=true: {type(model).__name__} has no residual blocks"
+        )
+    return blocks
+
+
+@torch.no_grad()
+def fixup_blocks_(model: nn.Module) -> None:
+    """Zhang, Dauphin & Ma (2019), "Fixup initialization: residual learning without
+    normalization" (ICLR), after ``fixup_`` has drawn every weight He-like:
+
+    1. the last Linear of every residual branch and the output layer ``out`` at 0;
+    2. the branch's other Linears multiplied by L^(-1/(2m-2)) (L blocks, m Linear layers per
+       branch; ``fixup_scale``); the embedding ``inp`` keeps its He draw;
+    3. the scalar multiplier (the block's ``gate``) at 1. The paper's scalar biases are this
+       net's Linear biases (0 from ``init.bias``).
+
+    Why: with the last layer at 0, every block is the identity at init, so the stream keeps the
+    embedding's scale at any depth; the scale keeps the size of the first updates of the sum of
+    L branches independent of L (the paper's Theorem on the update of a residual branch).
+    """
+    blocks = _blocks(model, "fixup")
+    scale = fixup_scale(len(blocks), blocks[0].branch_layers)
+    for block in blocks:
+        *inner, last = block.branch()
+        for layer in inner:
+            layer.weight.mul_(scale)
+        last.weight.zero_()
+        block.gate.fill_(1.0)
+    out = getattr(model, "out", None)
+    if isinstance(out, nn.Linear):
+        out.weight.zero_()
+
+
+@torch.no_grad()
+def skipinit_blocks_(model: nn.Module) -> None:
+    """De & Smith (2020), "Batch normalization biases residual blocks towards the identity
+    function in deep networks" (SkipInit), as ReZero (Bachlechner et al. 2020): every block's
+    learnable gate at 0, after ``skipinit_`` has drawn every weight He-like. Why: BatchNorm
+    shrinks a block's branch by ~1/sqrt(l) relative to the stream at depth l; a zero gate makes
+    every block the identity at init without any norm, and training opens the gates.
+    """
+    for block in _blocks(model, "skipinit"):
+        block.gate.fill_(0.0)
+
+
 INITS: dict[str, Init] = {
     "zero": zero_,
     "constant": constant_,
@@ -402,10 +524,15 @@ INITS: dict[str, Init] = {
     "default": default_,
     "lsuv": lsuv_preinit_,
     "zero_identity": zero_identity_,
+    "fixup": fixup_,
+    "skipinit": skipinit_,
 }
-USES_ACTIVATION = frozenset({"kaiming", "orthogonal"})
+USES_ACTIVATION = frozenset({"kaiming", "orthogonal", "mean_field", "fixup", "skipinit"})
 OWN_BIAS: dict[str, Init] = {"default": default_bias_, "mean_field": mean_field_bias_}
 DATA_DEPENDENT: dict[str, Callable[..., None]] = {"lsuv": lsuv_}
+# a second pass over a residual net's blocks, fn(model, **params), after every weight is filled
+# (config.RESIDUAL_INITS names them, for the preflight)
+STRUCTURAL: dict[str, Callable[..., None]] = {"fixup": fixup_blocks_, "skipinit": skipinit_blocks_}
 NORM_LAYERS = (nn.BatchNorm1d, nn.LayerNorm)
 
 
@@ -478,6 +605,46 @@ def bias_moments(
     return 0.0, own.variance(int(fan_in), int(fan_out), **_own_params(own, params))
 
 
+def residual_variances(
+    name: str,
+    params: Mapping[str, Any],
+    input_size: int,
+    width: int,
+    num_classes: int,
+    blocks: int,
+    branch_layers: int,
+    activation: str = "relu",
+) -> dict[str, Any] | None:
+    """What init ``name`` sets at each position of a residual net (``initlab.mlp``): the weight
+    variance and bias (mean, variance) of ``inp``, of every branch's Linear layers and of
+    ``out``, and every block's gate, as ``{"inp": (v, bias), "branch": [[(v, bias), ...] per
+    block], "gates": [a, ...], "out": (v, bias)}``; None where the init has no closed form.
+
+    fixup and skipinit by their rules (``fixup_blocks_``, ``skipinit_blocks_``), from the same
+    gain and ``fixup_scale`` as their draws; any other init by ``weight_variance`` at each
+    Linear's shape, gates 1.
+    """
+    _check_name(name)
+
+    def at(fan_in: int, fan_out: int) -> tuple[float | None, tuple[float, float]]:
+        if name in STRUCTURAL:
+            v: float | None = activation_gain(activation) ** 2 / fan_in  # _gain_normal_'s
+        else:
+            v = weight_variance(name, params, fan_in, fan_out, activation)
+        return v, bias_moments(name, params, fan_in, fan_out)
+
+    inp, out = at(input_size, width), at(width, num_classes)
+    branch = [at(width, width) for _ in range(branch_layers)]
+    gate = 0.0 if name == "skipinit" else 1.0
+    if name == "fixup":
+        scale2 = fixup_scale(blocks, branch_layers) ** 2
+        branch = [(v * scale2, b) for v, b in branch[:-1]] + [(0.0, branch[-1][1])]
+        out = (0.0, out[1])
+    if any(v is None for v, _ in (inp, out, *branch)):
+        return None
+    return {"inp": inp, "branch": [list(branch)] * blocks, "gates": [gate] * blocks, "out": out}
+
+
 def apply_init(
     model: nn.Module,
     spec: Mapping[str, Any],
@@ -489,7 +656,9 @@ def apply_init(
     ``spec`` is ``{"name": <key of INITS>, "bias": <float or None>, **init parameters}``, the
     shape of a ``conf/init/*.yaml`` file. ``bias`` None (or absent) is the init's own default: 0,
     or PyTorch's U[+-1/sqrt(fan_in)] for ``default``; a number sets every Linear bias to it.
-    BatchNorm/LayerNorm layers are reset to gamma 1, beta 0 (and fresh running statistics).
+    BatchNorm/LayerNorm layers are reset to gamma 1, beta 0 (and fresh running statistics), and
+    the gates of residual blocks to 1; then a ``STRUCTURAL`` init sets the blocks (ValueError on
+    a net without any, before anything is drawn).
     ``batch``: training inputs, for the data-dependent inits (lsuv); ``activation``: the model's,
     for the inits whose gain depends on it.
     """
@@ -504,11 +673,16 @@ def apply_init(
     second_pass = DATA_DEPENDENT.get(name)
     if second_pass is not None and batch is None:
         raise ValueError(f"init={name} is data-dependent: apply_init needs batch=<training inputs>")
+    structural = STRUCTURAL.get(name)
+    if structural is not None:
+        _blocks(model, name)  # refused before a weight is drawn
     weight_params = _draw_params(name, params, activation)
     with torch.no_grad():
         for layer in model.modules():
             if isinstance(layer, NORM_LAYERS):
                 layer.reset_parameters()
+            if isinstance(layer, ResidualBlock):
+                layer.gate.fill_(1.0)
             if not isinstance(layer, nn.Linear):
                 continue
             INITS[name](layer.weight, **weight_params)
@@ -521,5 +695,7 @@ def apply_init(
                 own(layer.bias, layer.weight, **_own_params(own, params))
             else:
                 layer.bias.zero_()
+        if structural is not None:
+            structural(model)
         if second_pass is not None:
             second_pass(model, batch, **params)

@@ -396,6 +396,20 @@ RECORD = Obj(
             nullable=True,
         ),
         "layer_profile": Field(Obj({"first": _PROFILE_AT, "last": _PROFILE_AT}), nullable=True),
+        # the input-output Jacobian's spectrum at step 0 (initlab.propagation.spectrum.run_section)
+        "jacobian": Field(
+            Obj(
+                {
+                    **{k: Field("number", nullable=True) for k in ("m1", "var", "spread", "s_max")},
+                    "inputs": Field("int", low=0),
+                    "predicted": Field(
+                        Obj({k: Field("number", nullable=True) for k in ("m1", "spread", "var")}),
+                        nullable=True,
+                    ),
+                }
+            ),
+            nullable=True,
+        ),
         "timing": Field(
             Obj(
                 {

@@ -74,6 +74,7 @@ from initlab.lifecycle import (
 from initlab.loggers import make_logger
 from initlab.mlp import build_mlp, resolve_hidden_sizes
 from initlab.module import Classifier, OptimizerFactory
+from initlab.propagation.spectrum import run_section
 from initlab.results import (
     SCHEMA_VERSION,
     area_under_val_acc,
@@ -281,6 +282,8 @@ class _Run:
                 activation=m["activation"],
             ),
             init_name=cfg["init"]["name"],
+            residual=m["residual"],
+            branch_layers=m["branch_layers"],
         )
         self.built = built = self.make_optimizer(net.parameters())
         record["optimizer"] = optimizer_record(built)
@@ -319,6 +322,7 @@ class _Run:
                 histogram_every_n_steps=diag["histogram_every_n_steps"],
                 symmetry=diag["symmetry"],
                 schedule=schedule,
+                jacobian_inputs=diag.get("jacobian_inputs", 0),
             )
             callbacks.append(self.diagnostics)
         self.logger = logger = make_logger(cfg["logger"], self.rundir)
@@ -372,6 +376,14 @@ class _Run:
         return test
 
     # -- record ---------------------------------------------------------------------------------
+    def _jacobian(self, cfg: Mapping[str, Any], record: Mapping[str, Any]) -> dict | None:
+        """results.json's ``jacobian``: the spectrum the diagnostics measured at step 0 beside
+        its prediction (``initlab.propagation.spectrum.run_section``); None when not measured."""
+        measured = self.diagnostics.jacobian if self.diagnostics else None
+        m = cfg["model"]
+        sizes = [m["input_size"], *record["hidden_sizes"], m["num_classes"]]
+        return run_section(measured, cfg["init"], sizes, m["activation"])
+
     def write_record(self, test: dict[str, float]) -> dict[str, Any]:
         cfg, record, module, trainer = self.cfg, self.record, self.module, self.trainer
         history = module.history
@@ -396,6 +408,7 @@ class _Run:
             auc_val_acc=area_under_val_acc(history),
             runtime=self.runtime,
             layer_profile=dict(self.diagnostics.profile) if self.diagnostics else None,
+            jacobian=self._jacobian(cfg, record),
             timing={
                 "wall_s": time.perf_counter() - self.t0,
                 "train_s": timer.train_s,

@@ -29,7 +29,14 @@ The modules, by job:
   ``output_delta_moment``, ``predict``).
 - ``measure`` (torch): build the network as train.py would, measure it with hooks, put the
   measurement beside the prediction (``propagate``, ``run_propagation``).
-- ``plots``: draw and tabulate records (``plot_run``, ``plot_sweep``, ``table``).
+- ``spectrum`` (torch): the singular values of the hidden stack's Jacobian dh_L/dh_1 per input,
+  beside ``theory.jacobian_moments`` (``measure_spectrum``, ``jacobian_record``; the record's
+  ``jacobian``, and the diagnostics' spectrum during training).
+- ``residual`` (torch): a residual net's stream per block, measured beside
+  ``theory.predict_residual`` (``propagate_residual``; ``measure.propagate`` dispatches to it).
+- ``plots``: draw and tabulate records (``plot_run``, ``plot_sweep``, ``table``;
+  ``plot_residual``, ``plot_residual_sweep``, ``residual_table``; ``plot_spectrum``,
+  ``plot_spectrum_sweep``).
 
 This file and ``theory`` import no torch. No Hydra anywhere; ``scripts/propagate.py`` is the
 command line.
@@ -40,6 +47,11 @@ from __future__ import annotations
 PROPAGATION_FILE = "propagation.json"
 PLOT_FILE = "propagation.png"
 SWEEP_PLOT_FILE = "propagation_sweep.png"
+# residual nets (``residual``): their stream per block, one panel per network
+RESIDUAL_SWEEP_PLOT_FILE = "propagation_residual_sweep.png"
+SPECTRUM_PLOT_FILE = "spectrum.png"  # the Jacobian's singular values beside the prediction
+SPECTRUM_SWEEP_PLOT_FILE = "spectrum_sweep.png"  # the spread against depth, one line per init
 # 2: prediction.method is a mapping {"q", "post_q", "grad_q"} -> how (1: one string);
-# 3: each layer's correlation "c"; "c0", "correlation", "mean_field" (fixed points, scales)
-SCHEMA_VERSION = 3
+# 3: each layer's correlation "c"; "c0", "correlation", "mean_field" (fixed points, scales);
+# 4: "jacobian" (the input-output Jacobian's spectrum, or null when not measured)
+SCHEMA_VERSION = 4

@@ -21,8 +21,9 @@ from torch import Tensor, nn
 from initlab.config import ConfigError, validate_propagate
 from initlab.data import MNISTDataModule
 from initlab.inits import INITS, apply_init, bias_moments, weight_variance
-from initlab.mlp import build_mlp, resolve_hidden_sizes
+from initlab.mlp import build_mlp, residual_blocks, resolve_hidden_sizes
 from initlab.propagation import SCHEMA_VERSION
+from initlab.propagation.spectrum import jacobian_record, measure_spectrum
 from initlab.propagation.theory import (
     c_star,
     chi_1,
@@ -56,6 +57,11 @@ def measure(net: nn.Sequential, x: Tensor, y: Tensor) -> list[dict[str, float]]:
     effective weight, also under weight norm) and ``c`` (``mean_correlation`` of the Linear's
     output over the first ``CORRELATION_INPUTS`` inputs).
     """
+    if residual_blocks(net):
+        raise ValueError(
+            "measure() follows a plain MLP's Linear layers: a residual net is measured per block "
+            "(initlab.propagation.residual.measure_residual)"
+        )
     children = dict(net.named_children())
     linears = [(n, m) for n, m in children.items() if isinstance(m, nn.Linear)]
     records: dict[str, dict[str, Any]] = {n: {} for n, _ in linears}
@@ -150,6 +156,8 @@ def build_network(
     norm: str = "none",
     seed: int = 0,
     batch: Tensor | None = None,
+    residual: bool = False,
+    branch_layers: int = 2,
 ) -> nn.Sequential:
     """The network train.py would train at step 0: the same builder and ``apply_init`` call (the
     init before weight norm; ``batch``, the training inputs, for data-dependent inits), after
@@ -158,8 +166,9 @@ def build_network(
     torch.manual_seed(seed)
     init_fn = partial(apply_init, spec=dict(init), batch=batch, activation=activation)
     net = build_mlp(
-        input_size, hidden_sizes, num_classes, activation, norm, init_fn, init_name=init["name"]
-    )
+        input_size, hidden_sizes, num_classes, activation, norm, init_fn, init_name=init["name"],
+        residual=residual, branch_layers=branch_layers,
+    )  # fmt: skip
     return net.double().train()
 
 
@@ -187,22 +196,42 @@ def propagate(
     norm: str = "none",
     num_classes: int = 10,
     init_batch: Tensor | None = None,
+    jacobian_inputs: int = 0,
+    residual: bool = False,
+    branch_layers: int = 2,
 ) -> dict[str, Any]:
     """Measure the network at init for each seed in ``seeds``, predict, and put them side by side.
 
     ``init`` is the init's config (``{"name": ..., "bias": ..., **params}``); ``init_batch`` the
-    inputs a data-dependent init (lsuv) sees (default ``x``). Returns the record that
-    ``propagation.json`` holds, less the run's config and input description.
+    inputs a data-dependent init (lsuv) sees (default ``x``); ``jacobian_inputs``: the spectrum of
+    the hidden stack's Jacobian on that many of the first inputs (``spectrum``; 0: none, and the
+    record's ``jacobian`` is null). Returns the record that ``propagation.json`` holds, less the
+    run's config and input description. ``residual``: a residual net of ``branch_layers`` layers
+    per block, measured per block on its stream (``residual.propagate_residual``).
     """
     init_batch = x if init_batch is None else init_batch
+    if residual:  # per block, on the residual stream: its own module
+        from initlab.propagation.residual import propagate_residual
+
+        return propagate_residual(
+            init, hidden_sizes, x, y, seeds, activation, norm, num_classes, init_batch,
+            branch_layers,
+        )  # fmt: skip
     input_size = x.shape[1]
     sizes = [input_size, *hidden_sizes, num_classes]
     per_seed = []
+    spectra: list[Tensor] = []
+    jacobian_note: str | None = None
     for s in seeds:
         net = build_network(
             init, hidden_sizes, input_size, num_classes, activation, norm, s, init_batch
         )
         per_seed.append(measure(net, x.to(torch.float64), y))
+        if jacobian_inputs and jacobian_note is None:
+            try:
+                spectra.append(measure_spectrum(net, x[:jacobian_inputs]))
+            except ValueError as exc:  # a net the measurement does not support: say why
+                jacobian_note = str(exc)
     x = x.to(torch.float64)
     name = init["name"]
     params = {k: v for k, v in init.items() if k != "name"}
@@ -248,6 +277,7 @@ def propagate(
         note = f"forward only: no backward prediction through {norm}"
     else:
         note = None
+    mean_field = fixed_points(sizes, wvars, biases, activation, norm)
     return {
         "schema_version": SCHEMA_VERSION,
         "init": name,
@@ -271,7 +301,12 @@ def propagate(
             "backward": pred["grad_q"][0] is not None,
             "note": note,
         },
-        "mean_field": fixed_points(sizes, wvars, biases, activation, norm),
+        "mean_field": mean_field,
+        "jacobian": jacobian_record(
+            spectra, init, sizes, wvars, biases, pred["q"], activation, mean_field, jacobian_note
+        )
+        if jacobian_inputs
+        else None,
         "layers": layers,
     }
 
@@ -348,6 +383,9 @@ def run_propagation(cfg: Mapping[str, Any]) -> dict[str, Any]:
         norm=cfg["norm"]["name"],
         num_classes=model["num_classes"],
         init_batch=init_batch,
+        jacobian_inputs=int(p.get("jacobian_inputs", 0)),
+        residual=model["residual"],
+        branch_layers=model["branch_layers"],
     )
     record["inputs"] = {"kind": p["inputs"], "dataset": dataset, "n": n}
     record["config"] = dict(cfg)

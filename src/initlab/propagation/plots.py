@@ -219,6 +219,143 @@ def plot_sweep(records: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
         plt.close(fig)
 
 
+def has_spectrum(record: Mapping[str, Any]) -> bool:
+    """Whether a record holds a measured Jacobian spectrum (``propagate.jacobian_inputs`` > 0
+    and a net the measurement supports)."""
+    j = record.get("jacobian")
+    return isinstance(j, Mapping) and bool(j.get("available"))
+
+
+def _moment_text(j: Mapping[str, Any], key: str) -> str:
+    s = j[key]
+    if s["measured"] is None:
+        return f"{key} -"
+    se = f" ± {s['seed_se']:.2g}" if s.get("seed_se") is not None else ""
+    return f"{key} {s['measured']:.3g}{se}"
+
+
+def _init_label(record: Mapping[str, Any]) -> str:
+    """The init, with mean_field's weight ensemble (what the spectrum depends on)."""
+    weights = record.get("init_params", {}).get("weights")
+    return f"{record['init']} ({weights})" if weights else record["init"]
+
+
+def plot_spectrum(record: Mapping[str, Any], path: str | Path) -> Path | None:
+    """The singular values of J = dh_L/dh_1 (``initlab.propagation.spectrum``), every input and
+    seed: a histogram of log10 s, with the measured and predicted m1 = E[s^2] and spread =
+    Var(s^2)/m1^2 in the legend, and sqrt(m1) marked (solid: measured, dashed: predicted). None
+    for a record without a spectrum."""
+    if not has_spectrum(record):
+        return None
+    j = record["jacobian"]
+    h = j["histogram"]
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.2), layout="constrained")
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    edges, counts = h["log10_edges"], h["counts"]
+    if counts:
+        total = sum(counts) or 1
+        bins = zip(counts, edges[:-1], edges[1:], strict=True)
+        density = [c / total / (b - a) if b > a else 0.0 for c, a, b in bins]
+        ax.stairs(density, edges, fill=True, alpha=0.45, color="C0")
+    measured = ", ".join(_moment_text(j, k) for k in ("m1", "spread"))
+    handles: list[Any] = [Patch(color="C0", alpha=0.45, label=f"measured: {measured}")]
+    m1 = j["m1"]["measured"]
+    if m1 and m1 > 0:
+        handles.append(ax.axvline(0.5 * math.log10(m1), color="C0", lw=1.5, label="sqrt(m1)"))
+    pred_m1, pred_spread = j["m1"]["predicted"], j["spread"]["predicted"]
+    if pred_m1 is not None and pred_m1 > 0:
+        text = f"predicted: m1 {pred_m1:.3g}, spread {pred_spread:.3g} (sqrt(m1) dashed)"
+        x = 0.5 * math.log10(pred_m1)
+        handles.append(ax.axvline(x, color="C3", ls="--", lw=1.5, label=text))
+    else:
+        note = f"no prediction: {j.get('prediction_note')}"
+        handles.append(Line2D([], [], color="none", label=note))
+    if h["zero_fraction"]:
+        zeros = f"{h['zero_fraction']:.0%} of the values below float64 resolution (not drawn)"
+        handles.append(Line2D([], [], color="none", label=zeros))
+    ax.legend(handles=handles, fontsize=7, loc="upper left")
+    ax.set_xlabel("log10 s (singular values of J = dh_L/dh_1)")
+    ax.set_ylabel("density")
+    ax.grid(True, alpha=0.3)
+    shape = "x".join(map(str, j["shape"]))
+    fig.suptitle(
+        f"init={_init_label(record)}: {_title(record)}; J {shape}, {j['factors']} factors, "
+        f"{j['inputs']} inputs per seed",
+        fontsize=9,
+    )
+    try:
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def plot_spectrum_sweep(records: Sequence[Mapping[str, Any]], path: str | Path) -> Path | None:
+    """The spread of the Jacobian's spectrum against depth: one panel per network family (width,
+    activation, norm, inputs), one colour per init (and weight ensemble); measured (mean over
+    seeds, bars +- one seed standard error) and predicted (dashed line), log-log. None when no
+    record holds a spectrum."""
+    records = [r for r in records if has_spectrum(r)]
+    if not records:
+        return None
+    plt = _pyplot()
+    from matplotlib.ticker import NullLocator
+
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for r in records:
+        widths = sorted(set(r["hidden_sizes"]))
+        key = (
+            f"width {'/'.join(map(str, widths))}, {r['activation']}, norm={r['norm']}, "
+            f"{r['inputs']['dataset']} inputs"
+        )
+        groups.setdefault(key, []).append(r)
+    labels = sorted({_init_label(r) for r in records})
+    colors = {name: f"C{i % 10}" for i, name in enumerate(labels)}
+    cols = min(3, len(groups))
+    rows = math.ceil(len(groups) / cols)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(5.5 * cols, 4.2 * rows), squeeze=False, layout="constrained"
+    )
+    for ax, (title, group) in zip(axes.flat, sorted(groups.items()), strict=False):
+        for label in sorted({_init_label(r) for r in group}):
+            rs = sorted((r for r in group if _init_label(r) == label), key=lambda r: r["depth"])
+            pts = [(r["depth"], r["jacobian"]["spread"]) for r in rs]
+            meas = [(d, s["measured"], s.get("seed_se") or 0.0) for d, s in pts if s["measured"]]
+            color = colors[label]
+            if meas:
+                ds, ms, es = zip(*meas, strict=True)
+                kw = {"fmt": "o", "ms": 5, "capsize": 3, "label": f"{label} measured"}
+                ax.errorbar(ds, ms, yerr=es, color=color, **kw)
+            pred = [(d, s["predicted"]) for d, s in pts if s["predicted"]]
+            if pred:
+                xs, ys = zip(*pred, strict=True)
+                ax.plot(xs, ys, "--", color=color, lw=1.2, label=f"{label} predicted")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        depths = sorted({r["depth"] for r in group})
+        ax.set_xticks(depths, [str(d) for d in depths])
+        ax.xaxis.set_minor_locator(NullLocator())
+        log_ticks(ax.yaxis)
+        ax.set_title(title, fontsize=8)
+        ax.set_xlabel("depth (hidden layers)")
+        ax.set_ylabel("spread = Var(s²) / E[s²]²")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(groups) :]:
+        ax.set_visible(False)
+    fig.suptitle(
+        "Jacobian spectrum at init (J = dh_L/dh_1): spread against depth,\nmeasured (points, "
+        "mean ± seed s.e.) and free-probability prediction (dashed)",
+        fontsize=10,
+    )
+    try:
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
+
+
 def find_propagation(sweep_dir: str | Path) -> list[Path]:
     """Every propagation.json below a run or sweep directory, sorted (a dangling symlink too:
     initlab.results.find_named)."""
@@ -318,5 +455,126 @@ def table(record: Mapping[str, Any]) -> str:
             f"| {fmt(g['measured'])} | {fmt(g['median'])} | {fmt(g['predicted'])} "
             f"| {mean(layer['weight_grad_norm'])} "
             f"| {corr(c.get('measured'))} | {corr(c.get('predicted'))} |"
+        )
+    return "\n".join(lines)
+
+
+# -- residual nets: the stream per block ---------------------------------------------------------
+def is_residual(record: Mapping[str, Any]) -> bool:
+    """Whether a record is a residual net's (``initlab.propagation.residual``): its layers are the
+    stream's points, drawn by ``plot_residual`` / ``plot_residual_sweep``, not per Linear."""
+    return bool(record.get("residual"))
+
+
+def _residual_title(record: Mapping[str, Any]) -> str:
+    w = record["widths"]
+    m = record["residual"]["branch_layers"]
+    return (
+        f"{w[0]}-[{w[1]}, {record['depth']} blocks x {m} layers]-{w[-1]}, "
+        f"{record['activation']}, norm={record['norm']}, {record['inputs']['dataset']} inputs, "
+        f"{len(record['seeds'])} seeds"
+    )
+
+
+def _stream(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The stream's points only (index 0 the embedding, then the blocks), without the logits."""
+    return {**record, "layers": [la for la in record["layers"] if la["name"] != "out"]}
+
+
+def _draw_error(ax, record: Mapping[str, Any], color: str) -> None:
+    """measured mean / predicted - 1 per block, with +-1 standard error of the mean over seeds."""
+    xs, ys, es = [], [], []
+    for layer in _stream(record)["layers"]:
+        q = layer["q"]
+        if q["measured"] is None or not q["predicted"]:
+            continue
+        sem = (q["seed_std"] or 0.0) / math.sqrt(len(q["per_seed"]))
+        xs.append(layer["index"])
+        ys.append(q["measured"] / q["predicted"] - 1.0)
+        es.append(sem / q["predicted"])
+    if xs:
+        ax.errorbar(xs, ys, yerr=es, fmt="o-", color=color, ms=4, lw=1, capsize=2)
+
+
+def plot_residual(record: Mapping[str, Any], path: str | Path) -> Path:
+    """A residual net at init: the stream's q_l per block (log axis: seeds, mean, median,
+    predicted), and the relative error of the mean against the recursion, +-1 standard error."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    stream = _stream(record)
+    _draw(axes[0], stream, "q", "C0")
+    _legend(axes[0], {record["init"]: "C0"})
+    axes[0].set_yscale("log")
+    log_ticks(axes[0].yaxis)
+    axes[0].set_ylabel("q_l = E[h_l^2] of the stream")
+    _draw_error(axes[1], record, "C0")
+    axes[1].axhline(0.0, color="0.5", lw=1)
+    axes[1].set_ylabel("measured mean / predicted - 1 (+-1 s.e.)")
+    for ax in axes:
+        ax.set_xlabel("block l (0: the embedding)")
+        ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle(f"init={record['init']}: {_residual_title(record)}", fontsize=10)
+    try:
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def plot_residual_sweep(records: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
+    """One panel per residual network (``_residual_title``), one colour per init: the stream's
+    q_l per block, measured and predicted."""
+    plt = _pyplot()
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for r in sorted(records, key=lambda r: (r["depth"], r["widths"], r["init"])):
+        groups.setdefault(_residual_title(r), []).append(r)
+    colors = {name: f"C{i % 10}" for i, name in enumerate(sorted({r["init"] for r in records}))}
+    cols = min(3, len(groups))
+    rows = math.ceil(len(groups) / cols)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(5.5 * cols, 4.2 * rows), squeeze=False, layout="constrained"
+    )
+    for ax, (title, group) in zip(axes.flat, groups.items(), strict=False):
+        for r in group:
+            _draw(ax, _stream(r), "q", colors[r["init"]])
+        _legend(ax, {r["init"]: colors[r["init"]] for r in group})
+        ax.set_yscale("log")
+        log_ticks(ax.yaxis)
+        ax.set_title(title, fontsize=8)
+        ax.set_xlabel("block l (0: the embedding)")
+        ax.set_ylabel("q_l = E[h_l^2] of the stream")
+        ax.grid(True, which="both", alpha=0.3)
+    for ax in list(axes.flat)[len(groups) :]:
+        ax.set_visible(False)
+    fig.suptitle("residual stream at init: mean (filled), median (hollow), predicted (line)")
+    try:
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def residual_table(record: Mapping[str, Any]) -> str:
+    """A markdown table of a residual record, per stream point: the gate, q's mean over seeds,
+    median, seed sd, prediction and relative error, and the branch's E[f^2] mean and predicted."""
+
+    def fmt(v: float | None) -> str:
+        return "-" if v is None else f"{v:.4g}"
+
+    lines = [
+        "| block | gate | q mean | q median | q seed sd | q predicted | mean/predicted - 1 "
+        "| E[f^2] mean | E[f^2] predicted |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for layer in record["layers"]:
+        q, f = layer["q"], layer.get("branch_q") or {}
+        err = (
+            f"{q['measured'] / q['predicted'] - 1:+.3f}"
+            if q["measured"] is not None and q["predicted"]
+            else "-"
+        )
+        label = layer["index"] if layer["name"].startswith("block") else layer["name"]
+        lines.append(
+            f"| {label} | {fmt(layer.get('gate'))} | {fmt(q['measured'])} | {fmt(q['median'])} "
+            f"| {fmt(q['seed_std'])} | {fmt(q['predicted'])} | {err} "
+            f"| {fmt(f.get('measured'))} | {fmt(f.get('predicted'))} |"
         )
     return "\n".join(lines)

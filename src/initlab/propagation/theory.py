@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -236,6 +236,104 @@ def predict(
     return out
 
 
+# -- residual nets: the forward variance of the residual stream (Yang & Schoenholz 2017, "Mean
+# field residual networks: on the edge of chaos"; De & Smith 2020). initlab.mlp's pre-activation
+# block h_{l+1} = h_l + a_l f(h_l), f = m x [norm ->] phi -> Linear, the stream never normalized:
+#   q_0 = n_0 v_0 q_x + E[b_0^2]     (the embedding ``inp``)
+#   q_{l+1} = q_l + 2 a_l mu_l b_m + a_l^2 E[f(h_l)^2],     mu_{l+1} = mu_l + a_l b_m
+# with E[f^2] the one-layer step of ``predict`` applied m times from h_l. The cross term
+# E[h f] = mu b_m: the branch's last weights are zero-mean and independent of h.
+def _branch(
+    layers: Sequence[tuple[float, tuple[float, float]]],
+    width: int,
+    mean: float,
+    spread: float,
+    activation: str,
+    normed: bool,
+) -> tuple[list[float], float, float, set[str]]:
+    """The branch [norm ->] phi -> Linear, ``len(layers)`` times, from an input of per-unit mean
+    ``mean`` and variance ``spread``: (each activation's input q, E[f^2], f's mean, methods)."""
+    pre, methods = [], set()
+    for v, (b_mean, b_var) in layers:
+        if normed:  # the norm subtracts the mean and divides by the spread
+            q = spread / (spread + NORM_EPS)
+            post, _, how = activation_moments(activation, 0.0, q)
+        else:
+            q = spread + mean * mean
+            post, _, how = activation_moments(activation, mean, spread)
+        pre.append(q)
+        methods.add(how)
+        mean, spread = b_mean, width * v * post + b_var
+    return pre, spread + mean * mean, mean, methods
+
+
+def predict_residual(
+    variances: Mapping[str, Any],
+    input_size: int,
+    width: int,
+    q0: float,
+    activation: str = "relu",
+    norm: str = "none",
+) -> dict[str, Any]:
+    """Mean-field second moments of a residual net (``initlab.mlp``) at init.
+
+    ``variances`` is ``initlab.inits.residual_variances``' mapping: (weight variance, (bias mean,
+    bias variance)) of ``inp``, of each block's branch layers and of ``out``, and each block's
+    gate a_l; ``q0`` = E[x^2] of the inputs. Returns ``q`` (the stream: the embedding's output,
+    then each block's output, L + 1 values), ``branch_q`` (E[f^2] of each block's branch, before
+    its gate), ``branch_pre`` (per block, the q at each of the branch's activation inputs, the
+    norm's output if any), ``q_logits`` and ``method``.
+
+    Without a norm, E[f^2] grows with q_l: relu with He branches and gate 1 doubles q per block
+    (exponential in depth), a bounded activation adds at most a^2 n v per block (polynomial: the
+    contrast Yang & Schoenholz draw). With batchnorm or layernorm the branch sees q = s / (s +
+    eps) ~ 1 whatever q_l, so E[f^2] is one constant and q grows linearly (De & Smith 2020): block
+    l's branch is ~1/sqrt(l) of the stream. A zero last layer (fixup) or gate (skipinit) gives
+    E[f^2] a^2 = 0: q stays q_0.
+
+    What is exact: each Linear step and the stream's sum, in expectation given E[phi(h)^2]
+    (zero-mean weights independent of their input). E[phi(h)^2] is exact for relu / leaky_relu /
+    linear on symmetric zero-mean h: the embedding's output and every branch-internal
+    pre-activation are symmetric given their inputs, but the stream h_l = h_{l-1} + a f is only
+    symmetric up to O(1/width) (f depends on h_{l-1} through the ReLU), so relu's E[relu(h)^2] =
+    q/2 at a block's first activation is an approximation, whose error adds up over blocks.
+    Elsewhere (smooth activations, biases with a mean, inside a norm's per-unit statistics) h is
+    taken as Gaussian, as in ``predict``.
+    """
+    normed = norm in ("batchnorm", "layernorm")
+    v0, (b0_mean, b0_var) = variances["inp"]
+    mean, spread = b0_mean, input_size * v0 * q0 + b0_var
+    q = [spread + mean * mean]
+    branch_q, branch_pre, methods = [], [], set()
+    for layers, gate in zip(variances["branch"], variances["gates"], strict=True):
+        pre, f2, f_mean, how = _branch(layers, width, mean, spread, activation, normed)
+        methods |= how
+        q_next = q[-1] + 2.0 * gate * mean * f_mean + gate * gate * f2
+        mean += gate * f_mean
+        spread = q_next - mean * mean
+        q.append(q_next)
+        branch_q.append(f2)
+        branch_pre.append(pre)
+    pre, q_logits, _, how = _branch([variances["out"]], width, mean, spread, activation, normed)
+    methods |= how
+    forward = _forward_method(methods)
+    if methods <= {EXACT}:
+        forward = (
+            "each step exact in expectation given E[phi(h)^2]; relu's E[relu(h)^2] = q/2 on the "
+            "stream an approximation (the stream is symmetric only up to O(1/width))"
+        )
+    if normed:
+        forward = f"branch inputs normalized: q = s / (s + eps); {forward}"
+    return {
+        "q": q,
+        "branch_q": branch_q,
+        "branch_pre": branch_pre,
+        "final_pre": pre[0],
+        "q_logits": q_logits,
+        "method": forward,
+    }
+
+
 # -- depth scales: the mean-field fixed points of a deep net (Poole et al. 2016; Schoenholz et
 # al. 2017, "Deep Information Propagation"). Weights N(0, sigma_w2 / fan_in), biases
 # N(0, sigma_b2), every layer alike; u1 = sqrt(q) z1, u2 = sqrt(q) (c z1 + sqrt(1 - c^2) z2):
@@ -418,6 +516,7 @@ def depth_scales(activation: str, sigma_w2: float, sigma_b2: float) -> tuple[flo
     return _depth(slope_q), _depth(chi_c)
 
 
+@functools.lru_cache(maxsize=256)
 def critical_sigma_w2(activation: str, sigma_b2: float) -> float:
     """The sigma_w2 of the edge of chaos, chi_1 = 1: bisection on [0, hi], hi doubled from 1
     until chi_1(hi) > 1 (chi_1 grows with sigma_w2 along the q* curve; chi_1(0) = 0)."""
@@ -470,4 +569,82 @@ def predict_correlation(
             break
         c = correlation_map(activation, sw[k], sb[k], c, q=q_prev)
         out[k] = c
+    return out
+
+
+# -- Jacobian spectrum: the singular values of the input-output Jacobian at init (Pennington,
+# Schoenholz & Ganguli 2017, "Resurrecting the sigmoid in deep learning through dynamical
+# isometry: theory and practice", arXiv:1711.04735). For hidden layers fc1..fcL of width N the
+# Jacobian of the hidden stack is J = dh_L/dh_1 = W_L D_{L-1} W_{L-1} ... W_2 D_1, with
+# D_l = diag(phi'(h_l)): L - 1 factors W_l D_{l-1}, the analogue of the paper's J = dx^L/dh^0 =
+# prod_l D^l W^l. The first layer (784 -> N) and the output layer are not part of it.
+# Each factor is described by two numbers: sigma_w2 (W_l^T W_l has mean eigenvalue sigma_w2 =
+# fan_in v_l) and s1, the first coefficient of its S-transform S(z) = (1 / sigma_w2)(1 + s1 z +
+# ...): -1 for i.i.d. entries (Marchenko-Pastur at aspect ratio 1; Gaussian or not: uniform
+# weights have it too, by universality), 0 for a scaled orthogonal W (a single eigenvalue).
+WEIGHT_S1: dict[str, float] = {"gaussian": -1.0, "orthogonal": 0.0}
+
+
+def derivative_moments(activation: str, q: float) -> tuple[float, float]:
+    """(mu1, mu2) = (E[phi'(h)^2], E[phi'(h)^4]) for h ~ N(0, q): the first two spectral moments
+    of D^2, the paper's mu_k = E[phi'(sqrt(q*) z)^(2k)] at any q.
+
+    Exact for relu, leaky_relu and linear: phi'(h)^2 takes its two values with probability 1/2
+    each, by symmetry alone (relu: 1/2, 1/2). Otherwise ``gaussian_expectation``'s quadrature.
+    """
+    _check_activation(activation)
+    if activation == "linear":
+        return 1.0, 1.0
+    if activation in ("relu", "leaky_relu"):
+        a = LEAKY_RELU_SLOPE if activation == "leaky_relu" else 0.0
+        return (1.0 + a**2) / 2, (1.0 + a**4) / 2
+    _, dphi = ACTIVATION_FUNCTIONS[activation]
+    mu1, mu2 = gaussian_expectation([lambda h: dphi(h) ** 2, lambda h: dphi(h) ** 4], 0.0, q)
+    return mu1, mu2
+
+
+def jacobian_moments(
+    activation: str,
+    sigma_w2s: Sequence[float],
+    qs: Sequence[float],
+    weights: str = "gaussian",
+) -> dict[str, float]:
+    """Mean ``m1``, relative variance ``spread`` = var / m1^2 and variance ``var`` of the
+    eigenvalues of J J^T for J = W_L D_{L-1} ... W_2 D_1 (free-probability limit, N -> inf).
+
+    Factor l has weights of ``sigma_w2s[l]`` (= fan_in v) and its D at pre-activation second
+    moment ``qs[l]``; ``weights`` names the weights' ensemble (``WEIGHT_S1``). Derivation: a
+    spectrum with moments m1, m2 has the S-transform S(z) = (1/m1)(1 + (1 - m2/m1^2) z + ...)
+    (invert psi(z) = m1 z + m2 z^2 + ...; S = (1 + z) psi^-1(z) / z). J J^T has the nonzero
+    spectrum of the product of the free factors W_l^T W_l and D_l^2, and S-transforms of free
+    factors multiply (the paper's S_JJ^T = prod S_{W^T W} S_{D^2}). Multiplying the expansions:
+    m1 = prod sigma_w2_l mu1_l, and 1 - m2/m1^2 = sum of each factor's first coefficient, s1 for
+    W and 1 - mu2_l/mu1_l^2 for D^2, so spread = m2/m1^2 - 1 = sum_l (mu2_l/mu1_l^2 - 1 - s1).
+    With identical layers at chi_1 = 1 this is the paper's m1 = (sigma_w2 mu1)^L = 1 and
+    sigma^2_JJ^T = L (mu2/mu1^2 - 1 - s1), L counting factors.
+    """
+    if weights not in WEIGHT_S1:
+        raise ValueError(f"weights={weights!r} is not one of: {', '.join(WEIGHT_S1)}")
+    if len(sigma_w2s) != len(qs):
+        raise ValueError(f"{len(sigma_w2s)} weight variances but {len(qs)} q values")
+    s1 = WEIGHT_S1[weights]
+    m1, spread = 1.0, 0.0
+    for sigma_w2, q in zip(sigma_w2s, qs, strict=True):
+        mu1, mu2 = derivative_moments(activation, q)
+        m1 *= sigma_w2 * mu1
+        spread += mu2 / mu1**2 - 1.0 - s1 if mu1 > 0 else math.inf
+    return {"m1": m1, "spread": spread, "var": m1 * m1 * spread}
+
+
+def fixed_point_jacobian_moments(
+    activation: str, sigma_w2: float, sigma_b2: float, factors: int, weights: str = "gaussian"
+) -> dict[str, float]:
+    """``jacobian_moments`` of ``factors`` identical layers with every D at q* (the paper's
+    setting: inputs already at the fixed point). ``m1`` is then chi_1^factors (1 at the edge of
+    chaos); also returned as ``chi_1_power``, from ``chi_1``."""
+    q = q_star(activation, sigma_w2, sigma_b2)
+    if math.isinf(q):
+        q = 1.0 if activation in HOMOGENEOUS else 1e8  # as chi_1 does
+    out = jacobian_moments(activation, [sigma_w2] * factors, [q] * factors, weights)
+    out["chi_1_power"] = chi_1(activation, sigma_w2, sigma_b2) ** factors
     return out

@@ -59,6 +59,17 @@ def params_label(params: Any) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(params.items()))
 
 
+def residual_setting(record: Mapping[str, Any]) -> str | None:
+    """A residual net's branch length, ``m=2`` (None: a plain MLP, also a record from before
+    residual nets), so that a residual and a plain net of the same widths are two
+    configurations."""
+    config = record.get("config")
+    model = config.get("model") if isinstance(config, Mapping) else None
+    if not isinstance(model, Mapping) or not model.get("residual"):
+        return None
+    return f"m={model.get('branch_layers')}"
+
+
 def fmt_num(v: Any) -> str:
     if v is None:
         return "-"
@@ -75,6 +86,7 @@ DEFINING: tuple[tuple[str, Callable[[Mapping[str, Any]], Any]], ...] = (
     ("activation", lambda r: r.get("activation")),
     ("depth", lambda r: len(r["hidden_sizes"]) if r.get("hidden_sizes") else r.get("depth")),
     ("widths", lambda r: "-".join(map(str, r.get("hidden_sizes") or [])) or None),
+    ("residual", lambda r: residual_setting(r)),
     ("optimizer", lambda r: optimizer_setting(r, "name")),
     ("lr", lambda r: optimizer_setting(r, "lr")),
     ("momentum", lambda r: optimizer_setting(r, "momentum")),
