@@ -800,3 +800,67 @@ def test_the_report_says_when_runs_mix_thread_counts(tmp_path: Path):
     (tmp_path / "s2" / "results.json").write_text(json.dumps(r))
     md = write_report(tmp_path, plots=False).read_text()
     assert "mix how they computed" not in md and "torch_threads 1" in md
+
+
+def _isometry_record(activation: str, weights: str, depth: int, seed: int, **kw) -> dict:
+    r = record("mean_field", "none", seed, study="isometry", hidden=(256,) * depth, **kw)
+    r["activation"] = activation
+    r["init_params"] = {"sigma_w2": None, "sigma_b2": 0.001, "weights": weights, "bias": None}
+    return r
+
+
+def test_isometry_claims_compare_arms_trends_and_gaps(tmp_path: Path):
+    """Arms pick configurations by init parameters and fields (tanh orthogonal against tanh
+    Gaussian, never a ReLU net); a Trend compares an arm's deepest against its shallowest depth
+    seed by seed; a GapTrend the advantage at the deepest against the shallowest. Numbers by
+    hand from the records."""
+    d = tmp_path / "iso"
+    # steps to 80%: orthogonal tanh 100 at both depths; Gaussian 150 at depth 10, never at 200
+    # (censored at the longer run of its pair: the run's length, 200)
+    steps80 = {("orthogonal", 10): 100, ("orthogonal", 200): 100, ("gaussian", 10): 150}
+    spread = {"orthogonal": {10: 0.4, 200: 8.0}, "gaussian": {10: 9.0, 200: 200.0}}
+    for activation in ("tanh", "relu"):
+        for weights in ("gaussian", "orthogonal"):
+            for depth in (10, 200):
+                for seed in range(3):
+                    r = _isometry_record(activation, weights, depth, seed)
+                    s = steps80.get((weights, depth)) if activation == "tanh" else 120
+                    r["steps_to_val_acc"] = {"0.80": s}
+                    base = spread[weights][depth] * (1 if activation == "tanh" else 3)
+                    r["jacobian"] = {"spread": base * (1 + 0.01 * seed), "m1": 1.0}
+                    write(d, f"a={activation},w={weights},depth={depth},seed={seed}", r)
+    md = write_report(d).read_text()
+    rows = claims_table(md)
+    speed = [
+        c for c in rows if c["metric"] == "steps to 80% val accuracy" and "faster" in c["claim"]
+    ]
+    assert {c["runs"] for c in speed} == {"norm=none, depth=10", "norm=none, depth=200"}  # tanh
+    deep = next(c for c in speed if c["runs"].endswith("depth=200"))
+    assert deep["better"] == "mean_field (weights=orthogonal, activation=tanh)"
+    assert deep["paired difference [95% CI]"].startswith("-100")  # 100 - 200, every seed
+    assert deep["verdict"] == "**holds**"
+    (gap,) = [c for c in rows if "lead grows" in c["claim"]]
+    assert gap["better mean"] == "+100" and gap["worse mean"] == "+50"
+    assert gap["verdict"] == "**holds**"  # +50 at every seed: no spread, the interval is a point
+    relu = [c for c in rows if "ReLU" in c["claim"] or "no weights" in c["claim"]]
+    assert len(relu) == 2
+    for c in relu:
+        assert "depth 200" in c["better"] and "depth 10" in c["worse"]
+        assert c["verdict"] == "**holds**"
+    narrow = [c for c in rows if "narrow" in c["claim"]]
+    assert {c["verdict"] for c in narrow} == {"**holds**"} and len(narrow) == 2
+
+
+def test_a_trend_that_falls_is_contradicted(tmp_path: Path):
+    """A ReLU spread that shrinks with depth contradicts the claim that it spreads."""
+    d = tmp_path / "iso"
+    for weights in ("gaussian", "orthogonal"):
+        for depth, spread in ((10, 30.0), (50, 20.0)):
+            for seed in range(3):
+                r = _isometry_record("relu", weights, depth, seed)
+                r["jacobian"] = {"spread": spread + seed}
+                write(d, f"w={weights},depth={depth},seed={seed}", r)
+    rows = claims_table(write_report(d).read_text())
+    trends = [c for c in rows if "depth 50" in c["better"]]
+    assert len(trends) == 2
+    assert {c["verdict"] for c in trends} == {"**contradicted**"}

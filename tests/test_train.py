@@ -264,6 +264,28 @@ def test_cli_single_run(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing else in the cwd
 
 
+@pytest.mark.parametrize("init", ["fixup", "skipinit"])
+def test_cli_trains_a_residual_net(tmp_path, init):
+    """train.py with model.residual=true: the run, its record, and the diagnostics per block (the
+    gates, the stream at each block's last Linear) in TensorBoard."""
+    out = tmp_path / "run"
+    residual = ["model.residual=true", "model.width=32", "model.depth=3", f"init={init}"]
+    argv = [*FAST, *residual, "+trainer.limit_train_batches=10", f"hydra.run.dir={out}"]
+    proc = run_train(argv, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = _check_results(out / "results.json")
+    assert r["init"] == init and r["status"] == "ok" and r["hidden_sizes"] == [32] * 3
+    assert r["config"]["model"]["residual"] is True
+    first = r["layer_profile"]["first"]
+    assert first["layers"] == ["inp"] + [f"block{b}.fc{i}" for b in (1, 2, 3) for i in (1, 2)]
+    # at init every block is the identity: the stream's q at each block's end is inp's
+    stream = first["preact_q"][0::2]
+    assert stream == pytest.approx([stream[0]] * 4, rel=1e-5)
+    tags = _scalars(out)
+    assert {f"watch/gate/block{b}" for b in (1, 2, 3)} <= tags
+    assert "watch/preact_q/block3.fc2" in tags
+
+
 def test_cli_multirun_sweeps_init_x_norm(tmp_path):
     sweep = tmp_path / "sweep"
     proc = run_train(
@@ -321,6 +343,9 @@ SMOKE_SLICES = {
     "he2015": ["seed=0"],
     "glorot2010": ["seed=0"],
     "phase_diagram": ["init.sigma_w2=1.0,4.0", "model.depth=10", "seed=0"],
+    "isometry": ["model.activation=tanh", "init.weights=gaussian,orthogonal", "model.depth=10"]
+    + ["seed=0"],
+    "fixup2019": ["init=fixup,skipinit", "norm=none", "model.depth=10", "seed=0"],
 }
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 

@@ -36,6 +36,7 @@ from initlab.report.files import (
     HEATMAP_PLOT,
     PHASE_PLOT,
     PROPAGATION_PLOT,
+    SPECTRUM_PLOT,
     SUMMARY_CSV,
     SUMMARY_MD,
     VAL_PLOT,
@@ -48,6 +49,7 @@ from initlab.report.plots import (
     plot_heatmap,
     plot_phase_diagram,
     plot_propagation,
+    plot_spectrum,
     plot_val_curves,
 )
 from initlab.report.tables import render_summary, summary_csv
@@ -131,6 +133,12 @@ def write_report(
             GRADIENT_PLOT,
             "Back-propagated gradient across layers, at step 0 and at the end, per init",
             lambda: plot_gradient_profile(configs, out / GRADIENT_PLOT),
+        )
+        attempt(
+            SPECTRUM_PLOT,
+            "Spread of the input-output Jacobian's spectrum at init against depth, measured "
+            "and predicted",
+            lambda: plot_spectrum(configs, out / SPECTRUM_PLOT),
         )
     if plots and not (root / PROPAGATION_FILE).exists():  # a propagation run has its own plot
         attempt(

@@ -78,7 +78,9 @@ def steps_metric(key: str) -> Metric:
             return None
         if steps[key] is not None:
             return Value(float(steps[key]))
-        length = run_length(record)
+        # never: a run that diverged would not have reached it within its budget either
+        budget = number(get(record, "budget", "steps"))
+        length = budget if record.get("status") == "diverged" and budget else run_length(record)
         return None if length is None else Value(length, censored=True)
 
     return Metric(f"steps to {pct(key)}% val accuracy", False, read, digits=0, threshold=key)
@@ -117,16 +119,122 @@ def forward_metric(at: str = "first") -> Metric:
     return Metric(f"log2 q last / first hidden layer, {when}", True, read, digits=1)
 
 
+def _jacobian_spread(record: Mapping[str, Any]) -> Value | None:
+    v = number(get(record, "jacobian", "spread"))
+    return None if v is None else Value(v)
+
+
+# Var(lambda) / E[lambda]^2 of the eigenvalues of J J^T at init (initlab.propagation.spectrum)
+JACOBIAN_SPREAD = Metric(
+    "spread of J Jᵀ's eigenvalues at init, Var/mean²", False, _jacobian_spread, 2
+)
+
+
+def growth_metric(at: str = "first") -> Metric:
+    """log2 of q at the last hidden Linear over the first's: how much the signal grows through
+    the net (lower: flatter; a residual net's stream under He grows by ~1 per block)."""
+
+    def read(record: Mapping[str, Any]) -> Value | None:
+        q = _profile(record, at, "preact_q")
+        return None if q is None else Value(math.log2(q[-1] / q[0]))
+
+    return Metric("log2 q last / first hidden layer, at init", False, read, digits=1)
+
+
 # -- claims ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Claim:
-    """``better`` beats ``worse`` on ``metric``, as ``source`` says."""
+class Arm:
+    """One side of a claim: the configurations of an init, narrowed by its parameters
+    (``params``: init_params entries) and by other defining fields (``fields``: norm,
+    activation, ...). A claim compares configurations that differ only in what its arms name."""
 
-    better: str
-    worse: str
+    init: str
+    params: tuple[tuple[str, Any], ...] = ()
+    fields: tuple[tuple[str, Any], ...] = ()
+
+    def matches(self, config: Config) -> bool:
+        if config.key.get("init") != self.init:
+            return False
+        if any(config.key.get(f) != v for f, v in self.fields):
+            return False
+        params = (config.runs[0].get("init_params") if config.runs else None) or {}
+        return all(params.get(k) == v for k, v in self.params)
+
+    @property
+    def varies(self) -> tuple[str, ...]:
+        return ("init", "init params", *(f for f, _ in self.fields))
+
+    @property
+    def label(self) -> str:
+        extra = [f"{k}={v}" for k, v in (*self.params, *self.fields)]
+        return f"{self.init} ({', '.join(extra)})" if extra else self.init
+
+
+def arm(side: str | Arm) -> Arm:
+    """An init name is the arm of every configuration of that init."""
+    return side if isinstance(side, Arm) else Arm(side)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """``better`` beats ``worse`` on ``metric``, as ``source`` says (an init name or an Arm)."""
+
+    better: str | Arm
+    worse: str | Arm
     metric: Metric
     source: str
     says: str
+
+
+@dataclass(frozen=True)
+class Trend:
+    """``metric`` of the configurations of ``side`` rises (``rises``; else falls) along
+    ``along``: its deepest value against its shallowest, seed by seed."""
+
+    side: str | Arm
+    metric: Metric
+    source: str
+    says: str
+    along: str = "depth"
+    rises: bool = True
+
+
+@dataclass(frozen=True)
+class GapTrend:
+    """``better``'s advantage over ``worse`` on ``metric`` (paired by seed) grows along
+    ``along``: the advantage at its largest value against the one at its smallest, seed by
+    seed."""
+
+    better: str | Arm
+    worse: str | Arm
+    metric: Metric
+    source: str
+    says: str
+    along: str = "depth"
+
+
+AnyClaim = Claim | Trend | GapTrend
+
+
+# the defining fields that change with a field a trend runs along (the widths list the depth)
+MOVES_WITH = {"depth": ("widths",)}
+
+
+def arms(claim: AnyClaim) -> tuple[Arm, ...]:
+    """The arms a claim names."""
+    if isinstance(claim, Trend):
+        return (arm(claim.side),)
+    return (arm(claim.better), arm(claim.worse))
+
+
+def varied(claim: AnyClaim) -> set[str]:
+    """The defining fields a claim compares across; its peers share every other one."""
+    if isinstance(claim, Claim):
+        return {*arm(claim.better).varies, *arm(claim.worse).varies}
+    along = {claim.along, *MOVES_WITH.get(claim.along, ())}
+    if isinstance(claim, Trend):
+        return along  # its arm picks the peers' group; the group varies only along
+    return {*arm(claim.better).varies, *arm(claim.worse).varies} | along
 
 
 TUTORIAL_STUDY = "tutorial"
@@ -155,7 +263,7 @@ SPEED_LEVEL = {"small_uniform": 1, "small_normal": 1, "xavier": 2, "he": 3, "tut
 
 HE2015 = "He et al. (2015), Fig. 3"
 GLOROT2010 = "Glorot & Bengio (2010)"
-PAPER_CLAIMS: dict[str, tuple[Claim, ...]] = {
+PAPER_CLAIMS: dict[str, tuple[AnyClaim, ...]] = {
     "he2015": (
         Claim(
             "he",
@@ -198,8 +306,106 @@ PAPER_CLAIMS: dict[str, tuple[Claim, ...]] = {
         ),
     ),
 }
+PENNINGTON2017 = "Pennington, Schoenholz & Ganguli (2017)"
+_TANH, _RELU = (("activation", "tanh"),), (("activation", "relu"),)
+_ORTH, _GAUSS = (("weights", "orthogonal"),), (("weights", "gaussian"),)
+TANH_ORTH, TANH_GAUSS = Arm("mean_field", _ORTH, _TANH), Arm("mean_field", _GAUSS, _TANH)
+RELU_ORTH, RELU_GAUSS = Arm("mean_field", _ORTH, _RELU), Arm("mean_field", _GAUSS, _RELU)
+ISOMETRY_SPEED = steps_metric("0.80")
+FIXUP2019 = "Zhang, Dauphin & Ma (2019)"
+DE_SMITH2020 = "De & Smith (2020)"
+_NONE, _BN = (("norm", "none"),), (("norm", "batchnorm"),)
+HE_NONE, HE_BN = Arm("he", fields=_NONE), Arm("he", fields=_BN)
+FIXUP_NONE, SKIPINIT_NONE = Arm("fixup", fields=_NONE), Arm("skipinit", fields=_NONE)
+PAPER_CLAIMS["isometry"] = (
+    Claim(
+        TANH_ORTH,
+        TANH_GAUSS,
+        JACOBIAN_SPREAD,
+        f"{PENNINGTON2017}, eq. for σ²_JJᵀ",
+        "at the same χ₁ = 1, orthogonal weights keep a tanh net's Jacobian spectrum narrow: "
+        "(L-1)(μ₂/μ₁² - 1) against (L-1) μ₂/μ₁² for Gaussian ones",
+    ),
+    Claim(
+        TANH_ORTH,
+        TANH_GAUSS,
+        ISOMETRY_SPEED,
+        f"{PENNINGTON2017}, Sec. 5",
+        "so the orthogonal tanh net learns faster",
+    ),
+    GapTrend(
+        TANH_ORTH,
+        TANH_GAUSS,
+        ISOMETRY_SPEED,
+        f"{PENNINGTON2017}, Sec. 5",
+        "and its lead grows with depth",
+    ),
+    Trend(
+        RELU_GAUSS,
+        JACOBIAN_SPREAD,
+        PENNINGTON2017,
+        "ReLU's spectrum spreads with depth with Gaussian weights (He)",
+    ),
+    Trend(
+        RELU_ORTH,
+        JACOBIAN_SPREAD,
+        PENNINGTON2017,
+        "and with orthogonal ones: no weights give ReLU dynamical isometry",
+    ),
+)
+PAPER_CLAIMS["fixup2019"] = (
+    Claim(
+        FIXUP_NONE,
+        HE_NONE,
+        TEST_ACC,
+        FIXUP2019,
+        "without normalization, Fixup trains a deep residual MLP that He-initialized branches "
+        "do not",
+    ),
+    GapTrend(FIXUP_NONE, HE_NONE, TEST_ACC, FIXUP2019, "and its lead grows with the blocks"),
+    Claim(
+        SKIPINIT_NONE,
+        HE_NONE,
+        TEST_ACC,
+        DE_SMITH2020,
+        "a zero-initialized gate per block (SkipInit) does it too",
+    ),
+    Claim(
+        HE_BN,
+        HE_NONE,
+        TEST_ACC,
+        DE_SMITH2020,
+        "batch norm in the branches does it too: it down-weights the branches",
+    ),
+    Claim(
+        FIXUP_NONE,
+        HE_NONE,
+        growth_metric(),
+        FIXUP2019,
+        "at init, He's residual stream grows with the blocks (q doubles per block); Fixup's "
+        "stays flat",
+    ),
+)
 # What a reader of a paper's study should know to read its verdicts.
 STUDY_NOTES = {
+    "isometry": (
+        "The spread is Var(λ)/E[λ]² of the eigenvalues λ of J Jᵀ, J = dh_L/dh_1 the hidden "
+        "stack's Jacobian, per input and averaged over the inputs measured at step 0 "
+        "(results.json's `jacobian`; scale free, so it does not inherit the log-normal spread "
+        "of E[λ] between inits). The theory beside it in `spectrum_vs_depth.png` is the free-"
+        "probability prediction along the mean-field q of each layer, from the data's E[x²]: "
+        "the first layer starts above q*, so it is not exactly (L-1)(μ₂/μ₁² - 1 - s₁). A trend "
+        "row compares an arm's deepest depth with its shallowest seed by seed; the lead row "
+        "compares the steps saved by orthogonal weights at the deepest depth with those at the "
+        "shallowest."
+    ),
+    "fixup2019": (
+        "A run that diverged (He-initialized branches double E[h²] per block) counts with the "
+        "test accuracy it ended at. The growth row reads the layer profile at step 0: log2 of "
+        "the stream's q after the last block over q after the embedding (`inp`); the stream "
+        "block by block against the residual recursion is `scripts/propagate.py "
+        "model.residual=true` (docs/propagation.md)."
+    ),
     "he2015": (
         "He et al. show the Xavier net not learning at all within their budget. Here *stalls* is "
         "tested as *reaches 90% later* (a Xavier run that never reaches it counts as the run's "
@@ -232,7 +438,7 @@ def tutorial_claims(speed_key: str) -> tuple[Claim, ...]:
     return tuple(out)
 
 
-def study_claims(study: Any, speed_key: str) -> tuple[Claim, ...]:
+def study_claims(study: Any, speed_key: str) -> tuple[AnyClaim, ...]:
     if study == TUTORIAL_STUDY:
         return tutorial_claims(speed_key)
     return PAPER_CLAIMS.get(study, ())
@@ -241,18 +447,27 @@ def study_claims(study: Any, speed_key: str) -> tuple[Claim, ...]:
 # -- testing a claim ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Comparison:
-    """A claim tested on two configurations: the paired differences better - worse."""
+    """A claim tested on its configurations: the paired differences better - worse.
 
-    claim: Claim
+    For a Claim, ``better`` and ``worse`` are the two configurations. For a Trend, they are the
+    arm's configurations at the largest and the smallest value along the trend (for a falling
+    one, the other way round). For a GapTrend, the worse arm's configurations at those two
+    values (where a stall would show), and the pairs are the advantages at each. ``labels`` and
+    ``means`` say what each side is in the claims table."""
+
+    claim: AnyClaim
     better: Config
     worse: Config
     pairs: Paired
     censored: int  # pairs in which some run never reached the threshold
     group: str  # the configurations' other varying fields ("" when there is one group)
+    labels: tuple[str, str] = ("", "")
+    means: tuple[str, str] = ("", "")
+    direction: int = 0  # +1: the claim says the differences are > 0; -1: < 0
 
     @property
     def verdict(self) -> str:
-        direction = 1 if self.claim.metric.higher_is_better else -1
+        direction = self.direction or (1 if self.claim.metric.higher_is_better else -1)
         sign = self.pairs.sign()
         return HOLDS if sign == direction else (CONTRADICTED if sign == -direction else UNRESOLVED)
 
@@ -290,55 +505,169 @@ def _values(config: Config, metric: Metric) -> dict[Any, Value]:
     return out
 
 
-def compare(claim: Claim, better: Config, worse: Config, group: str = "") -> Comparison:
-    """Pair the two configurations' runs by seed and take the differences better - worse."""
-    a, b = _values(better, claim.metric), _values(worse, claim.metric)
-    xs, ys, censored = [], [], 0
+def _paired_values(
+    metric: Metric, a: dict[Any, Value], b: dict[Any, Value]
+) -> tuple[dict[Any, tuple[float, float]], set[Any]]:
+    """Seed -> (a's value, b's value) over the seeds both have, and the censored seeds: a run
+    that never reached a threshold counts as the longer run's length of its pair."""
+    out, censored = {}, set()
     for seed in sorted(set(a) & set(b), key=str):
         va, vb = a[seed], b[seed]
         if va.censored or vb.censored:
-            censored += 1
+            censored.add(seed)
             bound = max(va.value, vb.value)  # the longer run's length
             va = Value(bound) if va.censored else va
             vb = Value(bound) if vb.censored else vb
-        xs.append(va.value)
-        ys.append(vb.value)
-    return Comparison(claim, better, worse, paired(xs, ys), censored, group)
+        out[seed] = (va.value, vb.value)
+    return out, censored
 
 
-def peer_groups(configs: Sequence[Config]) -> dict[str, list[Config]]:
-    """The configurations that differ only in their init (and its parameters), by the JSON of
-    what they share."""
+def _fmt_mean(values: Sequence[float], digits: int) -> str:
+    return f"{sum(values) / len(values):+.{digits}f}" if values else "-"
+
+
+def compare(claim: Claim, better: Config, worse: Config, group: str = "") -> Comparison:
+    """Pair the two configurations' runs by seed and take the differences better - worse."""
+    metric = claim.metric
+    pairs, censored = _paired_values(metric, _values(better, metric), _values(worse, metric))
+    xs, ys = [p[0] for p in pairs.values()], [p[1] for p in pairs.values()]
+    return Comparison(
+        claim,
+        better,
+        worse,
+        paired(xs, ys),
+        len(censored),
+        group,
+        (arm(claim.better).label, arm(claim.worse).label),
+        (mean_text(better, metric), mean_text(worse, metric)),
+    )
+
+
+def _along_label(field: str, config: Config) -> str:
+    return f"{field} {fmt_num(config.key.get(field))}"
+
+
+def compare_trend(claim: Trend, ends: Sequence[Config], group: str = "") -> Comparison:
+    """The arm's metric at the largest value along the trend minus at the smallest, by seed."""
+    low, high = ends[0], ends[-1]
+    metric = claim.metric
+    pairs, censored = _paired_values(metric, _values(high, metric), _values(low, metric))
+    xs, ys = [p[0] for p in pairs.values()], [p[1] for p in pairs.values()]
+    name = arm(claim.side).label
+    return Comparison(
+        claim,
+        high,
+        low,
+        paired(xs, ys),
+        len(censored),
+        group,
+        (f"{name}, {_along_label(claim.along, high)}", f"{name}, {_along_label(claim.along, low)}"),
+        (mean_text(high, metric), mean_text(low, metric)),
+        1 if claim.rises else -1,
+    )
+
+
+def _advantage(metric: Metric, better: Config, worse: Config) -> tuple[dict[Any, float], int]:
+    """Seed -> better's advantage over worse (> 0: better is better), and the censored count."""
+    pairs, censored = _paired_values(metric, _values(better, metric), _values(worse, metric))
+    sign = 1.0 if metric.higher_is_better else -1.0
+    return {seed: sign * (a - b) for seed, (a, b) in pairs.items()}, len(censored)
+
+
+def compare_gap(
+    claim: GapTrend, low: tuple[Config, Config], high: tuple[Config, Config], group: str = ""
+) -> Comparison:
+    """The advantage of better over worse at the largest value along the trend minus at the
+    smallest, by seed (each (better, worse) pair as ``compare`` pairs it)."""
+    adv_low, c_low = _advantage(claim.metric, *low)
+    adv_high, c_high = _advantage(claim.metric, *high)
+    seeds = sorted(set(adv_low) & set(adv_high), key=str)
+    xs, ys = [adv_high[s] for s in seeds], [adv_low[s] for s in seeds]
+    d = claim.metric.digits
+    what = f"{arm(claim.better).label} - {arm(claim.worse).label}"
+    return Comparison(
+        claim,
+        high[1],
+        low[1],
+        paired(xs, ys),
+        c_low + c_high,
+        group,
+        (
+            f"{what}, {_along_label(claim.along, high[1])}",
+            f"{what}, {_along_label(claim.along, low[1])}",
+        ),
+        (_fmt_mean(xs, d), _fmt_mean(ys, d)),
+        1,
+    )
+
+
+def peer_groups(
+    configs: Sequence[Config], vary: Sequence[str] = ("init", "init params")
+) -> dict[str, list[Config]]:
+    """The configurations that differ only in the fields ``vary`` (by default: their init and
+    its parameters), by the JSON of what they share."""
     groups: dict[str, list[Config]] = {}
     for c in configs:
-        rest = {k: v for k, v in c.key.items() if k not in ("init", "init params")}
+        rest = {k: v for k, v in c.key.items() if k not in vary}
         groups.setdefault(json.dumps(rest, sort_keys=True, default=str), []).append(c)
     return groups
 
 
-def _group_label(peers: Sequence[Config], shown: Sequence[str]) -> str:
-    fields = [f for f in shown if f not in ("init", "init params")]
+def _group_label(peers: Sequence[Config], shown: Sequence[str], vary: Sequence[str]) -> str:
+    fields = [f for f in shown if f not in vary]
     c = peers[0]
     return ", ".join(f"{f}={fmt_num(c.key[f])}" for f in fields)
 
 
+def _along(configs: Sequence[Config], field: str) -> list[Config]:
+    """``configs`` sorted along ``field`` (one per value: the first)."""
+    seen: dict[Any, Config] = {}
+    for c in configs:
+        seen.setdefault(c.key.get(field), c)
+    return [seen[k] for k in sorted(seen, key=lambda v: (v is None, v if v is not None else 0))]
+
+
+def _test(claim: AnyClaim, peers: Sequence[Config], label: str) -> list[Comparison]:
+    if isinstance(claim, Claim):
+        better, worse = arm(claim.better), arm(claim.worse)
+        return [
+            compare(claim, b, w, label)
+            for b in peers
+            if better.matches(b)
+            for w in peers
+            if worse.matches(w)
+        ]
+    if isinstance(claim, Trend):
+        ends = _along([c for c in peers if arm(claim.side).matches(c)], claim.along)
+        return [compare_trend(claim, ends, label)] if len(ends) > 1 else []
+    better = {c.key.get(claim.along): c for c in peers if arm(claim.better).matches(c)}
+    worse = {c.key.get(claim.along): c for c in peers if arm(claim.worse).matches(c)}
+    both = sorted(set(better) & set(worse), key=lambda v: (v is None, v if v is not None else 0))
+    if len(both) < 2:
+        return []
+    lo, hi = both[0], both[-1]
+    return [compare_gap(claim, (better[lo], worse[lo]), (better[hi], worse[hi]), label)]
+
+
 def comparisons(configs: Sequence[Config], shown: Sequence[str] = ()) -> list[Comparison]:
-    """Every claim of every study in ``configs``, tested in each group of peers that has both
-    inits. ``shown``: the varying fields, whose values (other than the init's) label a group."""
+    """Every claim of every study in ``configs``, tested in each group of peers: the
+    configurations that differ only in what the claim compares (for a Claim, what its arms name;
+    for a trend, the field it runs along). ``shown``: the varying fields, whose other values label
+    a group."""
     runs = [r for c in configs for r in c.runs]
     speed_key = speed_threshold(runs, report_thresholds(runs)) if runs else "0.95"
     out = []
-    groups = peer_groups(configs)
-    for peers in groups.values():
-        claims = study_claims(peers[0].key.get("study"), speed_key)
-        by_init: dict[str, list[Config]] = {}
-        for c in peers:
-            by_init.setdefault(c.key["init"], []).append(c)
-        label = _group_label(peers, shown) if len(groups) > 1 else ""
-        for claim in claims:
-            for better in by_init.get(claim.better, []):
-                for worse in by_init.get(claim.worse, []):
-                    out.append(compare(claim, better, worse, label))
+    studies: dict[Any, list[Config]] = {}
+    for c in configs:
+        studies.setdefault(c.key.get("study"), []).append(c)
+    for study, members in studies.items():
+        for claim in study_claims(study, speed_key):
+            vary = tuple(sorted(varied(claim)))
+            groups = peer_groups(members, vary)
+            named = {*vary, *(f for a in arms(claim) for f in a.varies)}  # said by the row
+            for peers in groups.values():
+                label = _group_label(peers, shown, named) if len(groups) > 1 else ""
+                out.extend(_test(claim, peers, label))
     return out
 
 
@@ -362,7 +691,7 @@ def late_learning(found: Sequence[Comparison]) -> list[str]:
     "stalled" (no change) from "delayed" (it rose, later than the budget allowed)."""
     lines, seen = [], set()
     for c in found:
-        if not _is_steps(c.claim.metric) or id(c.worse) in seen:
+        if not isinstance(c.claim, Claim) or not _is_steps(c.claim.metric) or id(c.worse) in seen:
             continue
         seen.add(id(c.worse))
         runs = [r for r in c.worse.runs if (v := c.claim.metric.read(r)) and v.censored]
@@ -380,9 +709,9 @@ def late_learning(found: Sequence[Comparison]) -> list[str]:
         steps = max(s for _, s in ends)
         what = "it learns, later than this budget" if end - start > 0.05 else "it stalled"
         lines.append(
-            f"{c.worse.key['init']}: {len(runs)} of {len(c.worse.runs)} runs never reached "
-            f"{pct(c.claim.metric.threshold)}%; their val accuracy went from {start:.3f} at "
-            f"step 0 to {end:.3f} (best {best:.3f}) at step {steps:.0f}: {what}."
+            f"{c.labels[1] or c.worse.key['init']}: {len(runs)} of {len(c.worse.runs)} runs "
+            f"never reached {pct(c.claim.metric.threshold)}%; their val accuracy went from "
+            f"{start:.3f} at step 0 to {end:.3f} (best {best:.3f}) at step {steps:.0f}: {what}."
         )
     return lines
 

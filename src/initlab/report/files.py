@@ -15,6 +15,7 @@ DEPTH_PLOT = "depth.png"
 GRADIENT_PLOT = "gradient_profile.png"
 PHASE_PLOT = "phase_diagram.png"
 PROPAGATION_PLOT = "propagation.png"
+SPECTRUM_PLOT = "spectrum_vs_depth.png"
 
 
 def save_figure_atomic(fig: Any, path: str | Path, dpi: int = 110) -> Path:

@@ -741,3 +741,72 @@ def plot_phase_diagram(configs: Sequence[Config], path: Path) -> Path | None:
         fontsize=10,
     )
     return _save(plt, fig, path)
+
+
+def _jacobian(record: Mapping[str, Any], *keys: str) -> float | None:
+    value: Any = record.get("jacobian")
+    for k in keys:
+        value = value.get(k) if isinstance(value, Mapping) else None
+    v = number(value)
+    return v if v is not None and v > 0 else None
+
+
+def plot_spectrum(configs: Sequence[Config], path: Path) -> Path | None:
+    """The spread of J Jᵀ's eigenvalues at init (Var/mean², ``initlab.propagation.spectrum``)
+    against depth, log-log: one colour per init (with its parameters, e.g. the weights), one
+    panel per value of the other varying fields (the activation); the measured mean ± std over
+    seeds as points, the theory's prediction for the same nets (mean over seeds of each run's
+    ``jacobian.predicted.spread``) as a dashed line. None when no run measured a spectrum."""
+    configs = [
+        c
+        for c in configs
+        if c.key["depth"] is not None and any(_jacobian(r, "spread") for r in c.runs)
+    ]
+    if not configs:
+        return None
+    plt = pyplot()
+    with plt.rc_context(STYLE):
+        from matplotlib.lines import Line2D
+
+        with_params = "init params" in varying_fields(configs)
+        panels, _, _ = facets(configs, exclude=("init", "init params", "depth", "widths"))
+        labels = {id(c): _init_label(c, with_params) for c in configs}
+        colors = _colors(labels.values())
+        handles = _init_handles(colors, marker="o", ms=4)
+        handles.append(Line2D([], [], color="grey", ls="--", label="theory (free probability)"))
+        cols = min(len(panels), MAX_COLS)
+        blocks = math.ceil(len(panels) / cols)
+        fig, grid = _figure(plt, cols, [3.2] * blocks, 6.0 if cols == 1 else 4.6, _top(handles))
+        _legend(fig, handles)
+        depths = sorted({c.key["depth"] for c in configs})
+        for i, p in enumerate(panels):
+            b, col = divmod(i, cols)
+            ax = fig.add_subplot(grid[b, col])
+            lines: dict[str, list[Config]] = {}
+            for c in p.configs:
+                lines.setdefault(labels[id(c)], []).append(c)
+            for label in sorted(lines, key=_label_order):
+                cs = sorted(lines[label], key=lambda c: c.key["depth"])
+                color = colors[label]
+                measured = [
+                    (c.key["depth"], Stat([v for r in c.runs if (v := _jacobian(r, "spread"))], 0))
+                    for c in cs
+                ]
+                _errorbar_vs_depth(ax, measured, color)
+                theory = [
+                    (c.key["depth"], statistics.fmean(vs))
+                    for c in cs
+                    if (vs := [v for r in c.runs if (v := _jacobian(r, "predicted", "spread"))])
+                ]
+                if theory:
+                    ax.plot(*zip(*theory, strict=True), color=color, ls="--", lw=1)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xticks(depths, [str(d) for d in depths])
+            ax.minorticks_off()
+            ax.grid(True, alpha=0.3)
+            ax.set_xlabel("depth (hidden layers)")
+            ax.set_title(f"spectrum of J Jᵀ at init: {p.title}")
+            if col == 0:
+                ax.set_ylabel("Var(λ) / E[λ]² (mean ± std over seeds)")
+        return _save(plt, fig, path)

@@ -30,7 +30,6 @@ from initlab.report.claims import (
     Comparison,
     comparisons,
     late_learning,
-    mean_text,
     tutorial_columns,
 )
 from initlab.report.files import SUMMARY_CSV
@@ -273,10 +272,10 @@ def claims_section(found: Sequence[Comparison]) -> list[str]:
             c.claim.says,
             c.claim.source,
             metric.name,
-            c.better.key["init"],
-            mean_text(c.better, metric),
-            c.worse.key["init"],
-            mean_text(c.worse, metric),
+            c.labels[0],
+            c.means[0],
+            c.labels[1],
+            c.means[1],
             c.effect_text(),
             str(c.pairs.n) + (f" ({c.censored} censored)" if c.censored else ""),
             f"**{c.verdict_text()}**",
