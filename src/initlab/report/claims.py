@@ -2,9 +2,10 @@
 
 A claim says that one init beats another on one metric: the tutorial's "He: highest, fastest",
 He et al. (2015)'s "Xavier stalls a deep plain ReLU net". It is tested on the configurations of
-the study that differ only in their init, run by run over the seeds they share: runs of one seed
-share the data order (and inits of one family their random draws), so the paired difference
-removes what the seed does to both (``initlab.report.stats``). One rule everywhere:
+the study that differ only in their init (or in what a claim's Arms name), run by run over the
+seeds they share: runs of one seed share the data order (and inits of one family their random
+draws), so the paired difference removes what the seed does to both (``initlab.report.stats``).
+One rule everywhere:
 
 - **holds**: the 95% t interval of the paired differences excludes zero in the claimed direction;
 - **contradicted**: it excludes zero the other way;

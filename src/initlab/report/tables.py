@@ -242,16 +242,18 @@ def summary_table(
 
 
 VERDICT_RULE = (
-    "Each claim is tested on the runs that differ only in their init, seed by seed: runs of one "
-    "seed share the data order, so the paired difference (the claimed-better init's value minus "
-    "the other's) removes what the seed does to both. *paired difference* is its mean over the "
-    "seeds both inits have, with a 95% Student t interval (mean ± t(0.975, n-1) · sd / √n). "
-    "**holds**: the interval excludes 0 in the claimed direction; **contradicted**: it excludes 0 "
-    "the other way; **unresolved with n seeds**: it contains 0, and *~m would resolve it* is how "
-    "many seeds would make the interval exclude 0 if the mean difference and its spread stayed as "
-    "observed. For steps to a threshold, fewer is better, and a run that never reached it counts "
-    "as the length of the longer run of its pair: a lower bound, so the true difference is at "
-    "least the one shown, and two runs that both never reached it differ by 0."
+    "Each claim is tested on the runs that differ only in what it compares (the init, or the "
+    "init parameter, activation or norm its sides name; a trend: the depth), seed by seed: runs"
+    " of one seed share the data order, so the paired difference (the claimed-better side's "
+    "value minus the other's) removes what the seed does to both. *paired difference* is its "
+    "mean over the seeds both inits have, with a 95% Student t interval (mean ± t(0.975, n-1) ·"
+    " sd / √n). **holds**: the interval excludes 0 in the claimed direction; **contradicted**: "
+    "it excludes 0 the other way; **unresolved with n seeds**: it contains 0, and *~m would "
+    "resolve it* is how many seeds would make the interval exclude 0 if the mean difference and"
+    " its spread stayed as observed. For steps to a threshold, fewer is better, and a run that "
+    "never reached it counts as the length of the longer run of its pair: a lower bound, so the"
+    " true difference is at least the one shown, and two runs that both never reached it differ"
+    " by 0."
 )
 
 
