@@ -152,13 +152,17 @@ def _title(record: Mapping[str, Any]) -> str:
 
 
 def _save(fig, path: Path) -> Path:
-    """Save a figure atomically (temp file in the same directory, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    tmp.replace(path)
-    return path
+    """Save a figure atomically (temp file in the same directory, then rename), and close it
+    whether or not the save succeeds (every plot ends here)."""
+    try:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp.png")
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        tmp.replace(path)
+        return path
+    finally:
+        _pyplot().close(fig)
 
 
 def plot_run(record: Mapping[str, Any], path: str | Path) -> Path:
@@ -177,10 +181,7 @@ def plot_run(record: Mapping[str, Any], path: str | Path) -> Path:
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
     fig.suptitle(f"init={record['init']}: {_title(record)}", fontsize=10)
-    try:
-        return _save(fig, path)
-    finally:
-        plt.close(fig)
+    return _save(fig, path)
 
 
 def plot_sweep(records: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
@@ -213,10 +214,7 @@ def plot_sweep(records: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
         "predicted (line)",
         fontsize=10,
     )
-    try:
-        return _save(fig, path)
-    finally:
-        plt.close(fig)
+    return _save(fig, path)
 
 
 def has_spectrum(record: Mapping[str, Any]) -> bool:
@@ -286,10 +284,7 @@ def plot_spectrum(record: Mapping[str, Any], path: str | Path) -> Path | None:
         f"{j['inputs']} inputs per seed",
         fontsize=9,
     )
-    try:
-        return _save(fig, path)
-    finally:
-        plt.close(fig)
+    return _save(fig, path)
 
 
 def plot_spectrum_sweep(records: Sequence[Mapping[str, Any]], path: str | Path) -> Path | None:
@@ -350,10 +345,7 @@ def plot_spectrum_sweep(records: Sequence[Mapping[str, Any]], path: str | Path) 
         "mean ± seed s.e.) and free-probability prediction (dashed)",
         fontsize=10,
     )
-    try:
-        return _save(fig, path)
-    finally:
-        plt.close(fig)
+    return _save(fig, path)
 
 
 def find_propagation(sweep_dir: str | Path) -> list[Path]:
@@ -514,10 +506,7 @@ def plot_residual(record: Mapping[str, Any], path: str | Path) -> Path:
         ax.set_xlabel("block l (0: the embedding)")
         ax.grid(True, which="both", alpha=0.3)
     fig.suptitle(f"init={record['init']}: {_residual_title(record)}", fontsize=10)
-    try:
-        return _save(fig, path)
-    finally:
-        plt.close(fig)
+    return _save(fig, path)
 
 
 def plot_residual_sweep(records: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
@@ -546,10 +535,7 @@ def plot_residual_sweep(records: Sequence[Mapping[str, Any]], path: str | Path) 
     for ax in list(axes.flat)[len(groups) :]:
         ax.set_visible(False)
     fig.suptitle("residual stream at init: mean (filled), median (hollow), predicted (line)")
-    try:
-        return _save(fig, path)
-    finally:
-        plt.close(fig)
+    return _save(fig, path)
 
 
 def residual_table(record: Mapping[str, Any]) -> str:
