@@ -6,7 +6,8 @@
 A thin Hydra edge over initlab.run.run, which does the work without Hydra. Exit status: 0 when
 every run finished (ok or diverged); 1 when a run failed (its results.json says why); 2 for bad
 input (one line, nothing written); 128 + N when signal N stopped it (130 Ctrl-C, 143 SIGTERM),
-its checkpoint saved: the same command resumes.
+its checkpoint saved: the same command resumes (it finds the unfinished run or sweep it
+started: ``initlab.rerun``), as does the command it prints, which names the directory.
 
 torch and Lightning are imported inside ``main``, when a run starts: ``--help``, ``--hydra-help``
 and tab completion (``-sc``) print their text without them (tests/test_terminal.py checks it).
@@ -124,7 +125,23 @@ def _own(checked: Checked) -> None:
         sys.exit(2)
     # released as this process ends (a kill leaves it held, and the next one says so)
     atexit.register(rundir.release)
+    if checked.note:  # the unfinished run or sweep of this command that it continues
+        print(f"initlab: {checked.note}", file=sys.stderr)
     sys.argv.append(checked.pinned())
+
+
+def _how_to_resume(checked: Checked) -> None:
+    """After a stop: the command that resumes, naming the directory (pastes as printed)."""
+    from initlab.rerun import finished, resume_command
+
+    if not checked.multirun and finished(checked.output_dir):
+        return
+    what = "finishes the sweep" if checked.multirun else "resumes the run"
+    print(
+        f"initlab: the same command again {what}; or, naming its directory:\n"
+        f"  {resume_command(sys.orig_argv, checked.pinned())}",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":
@@ -137,10 +154,14 @@ if __name__ == "__main__":
             sys.exit(_sweep(checked.output_dir))
         main()
     except SystemExit as exc:
+        if checked is not None and isinstance(exc.code, int) and exc.code > 128:  # a signal
+            _how_to_resume(checked)
         if "--hydra-help" in argv and not exc.code:  # after Hydra's text: what each launcher is
             from hydra_plugins.initlab_launchers import LAUNCHERS_HELP
 
             print(LAUNCHERS_HELP)
         raise
     except KeyboardInterrupt:  # Ctrl-C before a run began (Hydra's start-up)
+        if checked is not None:
+            _how_to_resume(checked)
         sys.exit(128 + signal.SIGINT)

@@ -47,9 +47,13 @@ def test_each_internal_exists(name):
 
 def _owner_and_attr(name: str):
     """The object that holds the last part of ``name``, and that part."""
+    import importlib
+
     *path, attr = name.split(".")
     owner = __import__(path[0])
-    for part in path[1:]:
+    for i, part in enumerate(path[1:], start=2):
+        if not hasattr(owner, part):  # a submodule no test has imported yet in this process
+            importlib.import_module(".".join(path[:i]))
         owner = getattr(owner, part)
     return owner, attr
 

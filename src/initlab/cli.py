@@ -16,6 +16,8 @@ anything between them:
 - its config (``initlab.config.validate``: types, ranges, unknown keys, values that clash);
 - its output dir: creatable, no path component over 255 bytes, and, when it already holds a run,
   that run's fingerprint (``initlab.run.previous_run``: a different configuration is refused);
+  with directories named after the moment (``${now:...}``), the newest unfinished run or sweep
+  of the same command (``initlab.rerun``), where it then continues;
 - the machine: the MNIST files, the Trainer and optimizer as Lightning and torch build them, and
   whether the model fits in the device's memory.
 
@@ -30,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import difflib
+import glob
 import itertools
 import math
 import re
@@ -48,7 +51,7 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from initlab import _hydra
+from initlab import _hydra, rerun
 from initlab.checks import (
     check_data,
     check_machine,
@@ -240,6 +243,7 @@ _HYDRA_KEYS = (
     "job.chdir",
     "run.dir",
     "sweep.dir",
+    "output_subdir",
     "sweeper._target_",
     "sweeper.params",
     "launcher._target_",
@@ -283,7 +287,14 @@ class _Composer:
         plain["hydra"]["naming"] = OmegaConf.to_container(
             cfg.hydra.job.config.override_dirname, resolve=True
         )
+        for key in ("run.dir", "sweep.dir"):
+            plain["hydra"][f"{key}:pattern"] = dir_pattern(cfg, f"hydra.{key}")
         return plain
+
+    def whole(self, job: Sequence[str]) -> dict[str, Any]:
+        """A job composed by Hydra whole: its ``hydra`` section as Hydra's own (a single run's
+        dir is named after all its overrides; the cached compositions know only their groups)."""
+        return _named(self._compose(job), self.parser.parse_overrides(list(job)))
 
     def __call__(self, job: Sequence[str]) -> dict[str, Any]:
         parsed = self.parser.parse_overrides(list(job))
@@ -309,11 +320,39 @@ class _Composer:
                 cfg = self._compose(job)  # let Hydra compose it, and say what is wrong
                 break
             node[leaf] = _merged(node.get(leaf), value)
-        naming = cfg["hydra"]["naming"]
-        cfg["hydra"]["override_dirname"] = _hydra.override_dirname(
-            parsed, naming["kv_sep"], naming["item_sep"], naming["exclude_keys"]
-        )
-        return cfg
+        return _named(cfg, parsed)
+
+
+def _named(cfg: dict[str, Any], parsed: Sequence[Override]) -> dict[str, Any]:
+    """``cfg`` with the job's directory name (``hydra.job.override_dirname``) as Hydra gives it."""
+    naming = cfg["hydra"]["naming"]
+    cfg["hydra"]["override_dirname"] = _hydra.override_dirname(
+        parsed, naming["kv_sep"], naming["item_sep"], naming["exclude_keys"]
+    )
+    return cfg
+
+
+_NOW = re.compile(r"\$\{now:[^}]*\}")
+
+
+def dir_pattern(cfg: Any, key: str) -> str | None:
+    """The glob of every directory the template at ``key`` makes, whatever the moment: each
+    ``${now:...}`` a wildcard, the rest resolved (and escaped); None for a template without
+    ``${now:...}`` (one directory: the same command finds it as it is)."""
+    parent, _, leaf = key.rpartition(".")
+    raw = OmegaConf.to_container(OmegaConf.select(cfg, parent), resolve=False).get(leaf)
+    if not isinstance(raw, str) or not _NOW.search(raw):
+        return None
+    scratch = copy.deepcopy(cfg)
+    OmegaConf.set_readonly(scratch, False)
+    parts = []
+    try:
+        for piece in _NOW.split(raw):
+            OmegaConf.update(scratch, key, piece, merge=False, force_add=True)
+            parts.append(glob.escape(str(OmegaConf.select(scratch, key))))
+    except OmegaConfBaseException:  # a ${now:...} inside another interpolation: no pattern
+        return None
+    return "*".join(parts)
 
 
 def _merged(old: Any, new: Any) -> Any:
@@ -323,11 +362,10 @@ def _merged(old: Any, new: Any) -> Any:
     return new
 
 
-def job_output_dir(cfg: Mapping[str, Any], multirun: bool) -> Path:
-    """Where Hydra will put this job (its directory name shortened as Hydra's will be)."""
-    if not multirun:
-        return Path(str(cfg["hydra"]["run.dir"]))
-    return Path(str(cfg["hydra"]["sweep.dir"])) / job_dirname(cfg["hydra"]["override_dirname"])
+def job_output_dir(cfg: Mapping[str, Any], sweep_dir: Path) -> Path:
+    """Where Hydra will put this job of a sweep (its directory name shortened as Hydra's will
+    be), in ``sweep_dir`` (the sweep's, resolved once: its ``${now:...}`` moves on)."""
+    return sweep_dir / job_dirname(cfg["hydra"]["override_dirname"])
 
 
 @dataclass(frozen=True)
@@ -337,6 +375,7 @@ class Checked:
 
     multirun: bool
     output_dir: Path
+    note: str | None = None  # the unfinished run or sweep it continues, or why it did not
 
     def pinned(self) -> str:
         """The override that makes Hydra use exactly this directory (its ``${now:...}``
@@ -391,19 +430,25 @@ def check(
                 )
             if not multirun:
                 _check_no_grid_dropped(overrides, first)
-            if multirun:
+            sweep_dir = Path(str(first["hydra"]["sweep.dir"])) if multirun else None
+            if sweep_dir is not None:
                 validate_sweeper(first["hydra"]["sweeper"])
-                check_output_dir(Path(str(first["hydra"]["sweep.dir"])))
+                check_output_dir(sweep_dir)
             seen: set[str] = set()
             identities: dict[str, Any] = {}
             devices: dict[str, Any] = {}
             outputs: list[Path] = []
+            placed: list[tuple[dict[str, Any], Path]] = []  # the jobs that will run, and where
 
             def check_job(job: Sequence[str], real: bool = True) -> None:
                 """``real``: a job the sweeper will run, not one at the ends of a search."""
                 cfg = composer(job)
                 validate_fn(cfg)
-                out = job_output_dir(cfg, multirun)
+                if sweep_dir is None:  # named after every override: Hydra composes them all
+                    first.update(composer.whole(job))  # (a single run: its one job)
+                    out = Path(str(first["hydra"]["run.dir"]))
+                else:
+                    out = job_output_dir(cfg, sweep_dir)
                 outputs.append(out)
                 # a job's dir is made in the sweep dir (checked above): only its name may fail
                 check_output_dir(out, creatable=not multirun)
@@ -412,7 +457,7 @@ def check(
                     check_machine(cfg, seen, devices)
                     check_space(out, cfg)
                     if real:  # a dir named after the ends of a search is no trial's
-                        check_previous_run(cfg, out, identities)
+                        placed.append((cfg, out))
 
             def passes_inside(job: Sequence[str | End]) -> bool:
                 """An excluded upper end refused: the job at the value just below it, as the
@@ -441,8 +486,10 @@ def check(
                 except Exception as exc:
                     if not passes_inside(job):
                         raise _AtEnds(exc, ends) from None
-            where = Path(str(first["hydra"]["sweep.dir"])) if multirun else outputs[0]
-            return Checked(multirun, where)
+            where = sweep_dir or outputs[0]
+            if not runs:
+                return Checked(multirun, where)
+            return _place(where, placed, overrides, first, multirun, search, identities)
     except _AtEnds as at:
         message = _bad_input(at.exc, config_dir, config_name, overrides)
         if message is None:
@@ -456,6 +503,45 @@ def check(
         raise BadInput(message) from None
     finally:
         GlobalHydra.instance().clear()
+
+
+def _place(
+    where: Path,
+    placed: Sequence[tuple[dict[str, Any], Path]],
+    overrides: Sequence[str],
+    first: Mapping[str, Any],
+    multirun: bool,
+    search: bool,
+    identities: dict[str, Any],
+) -> Checked:
+    """Where the command runs: the newest unfinished run or sweep of the same command, when its
+    directories are named after the moment (``initlab.rerun``) and it still holds this
+    configuration; else ``where``. Each job's dir must hold its run, or nothing
+    (``check_previous_run``: a different configuration is refused). Not for a search, whose
+    trials are not known before it runs, nor with force=true, which starts over."""
+    pattern = first["hydra"]["sweep.dir:pattern" if multirun else "run.dir:pattern"]
+    found = None
+    if pattern and not search and not first.get("force"):
+        jobs = [str(out.relative_to(where)) for _, out in placed] if multirun else None
+        subdir = first["hydra"]["output_subdir"]
+        found = rerun.find_unfinished(pattern, overrides, jobs, subdir, exclude=where)
+    note = None
+    if found is not None:
+        try:
+            for cfg, out in placed:
+                check_previous_run(cfg, found / out.relative_to(where), identities)
+        except bad_input_errors() as exc:
+            note = (
+                f"the unfinished {'sweep' if multirun else 'run'} of this command in {found} "
+                f"is not this configuration now ({one_line(str(exc))}): it is left as it is, "
+                f"and this one starts in {where}"
+            )
+        else:
+            what = "sweep" if multirun else "run"
+            return Checked(multirun, found, f"continuing the unfinished {what} in {found}")
+    for cfg, out in placed:
+        check_previous_run(cfg, out, identities)
+    return Checked(multirun, where, note)
 
 
 class _AtEnds(Exception):
