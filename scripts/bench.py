@@ -15,7 +15,8 @@ ReLU, SGD lr 0.01 momentum 0.5, batch 64), run in one process and interleaved (A
 Reported: training samples/s (median, min-max over repeats) and ratios, the fp32 GEMM rate of
 this machine and each variant's share of the FLOP-bound rate (2.41 MFLOP per training sample),
 the start-up time of `python train.py` to its first training step, and peak memory. A table on
-stdout and bench.json (--out). --tiny runs a few batches of synthetic data (for tests).
+stdout and bench.json (--out). --tiny runs a few batches of synthetic data (for tests). The
+arguments are checked before torch is imported (seconds): a bad one is refused at once.
 """
 
 from __future__ import annotations
@@ -31,18 +32,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-import torch
-import torch.nn.functional as F
-from torch import nn
+from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))  # the tutorial's loop lives beside this script
+sys.path.insert(0, str(ROOT / "scripts"))  # the tutorial's loop and network live beside it
 
-from tutorial_loop import Net  # noqa: E402
+# torch-free: argument types; the network (tutorial_net) and initlab's data and run modules
+# import torch, so each function imports what it trains with once the arguments have passed
+from tutorial_loop import directory, positive_int  # noqa: E402
 
-from initlab.data import MNISTDataModule, write_synthetic_mnist  # noqa: E402
-from initlab.results import write_json_atomic  # noqa: E402
+if TYPE_CHECKING:
+    import torch
 
 # forward 2 x 535,040 multiply-adds; backward the same for the weight gradients, plus the input
 # gradients of layers 2 and 3 (layer 1's input needs none): 1.07 + 1.07 + 0.27 MFLOP
@@ -51,8 +51,11 @@ FLOP_PER_SAMPLE = 2.41e6
 
 def tutorial_loop(root: str, epochs: int, bs: int, device: str, limit: int | None) -> float:
     """A: the tutorial's code (transforms, DataLoader, default init); training samples/s."""
+    import torch
+    from torch import nn
     from torch.utils.data import DataLoader
     from torchvision import datasets, transforms
+    from tutorial_net import Net
 
     transform = transforms.Compose(
         [transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))]
@@ -81,6 +84,10 @@ def tutorial_loop(root: str, epochs: int, bs: int, device: str, limit: int | Non
 
 def plain_loop(x: torch.Tensor, y: torch.Tensor, epochs: int, bs: int, limit: int | None) -> float:
     """B: the overhead-free reference: in-memory tensors, one indexing op per batch."""
+    import torch
+    import torch.nn.functional as F
+    from tutorial_net import Net
+
     torch.manual_seed(0)
     model = Net().to(x.device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.5)
@@ -126,6 +133,8 @@ def initlab_run(args: argparse.Namespace, root: str, minimal: bool, out: Path) -
 
 def gemm_flops(device: str, n: int = 1024, repeat: int = 20) -> float:
     """The machine's fp32 matrix-multiply rate (FLOP/s), the bound for this MLP."""
+    import torch
+
     a = torch.randn(n, n, device=device)
     b = torch.randn(n, n, device=device)
     for _ in range(3):
@@ -163,6 +172,8 @@ def startup_seconds(data: list[str], device: str) -> float:
 
 def _sync(device: str) -> None:
     if device == "cuda":
+        import torch
+
         torch.cuda.synchronize()
 
 
@@ -170,18 +181,38 @@ def _summary(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
+def variants(text: str) -> str:
+    """An argparse type: some of the variants A, B, C, D, each once, in the order to run them."""
+    if not text or set(text) - set("ABCD") or len(set(text)) != len(text):
+        raise argparse.ArgumentTypeError(f"{text!r} must be some of A, B, C, D, each once")
+    return text
+
+
+def count(text: str) -> int:
+    """An argparse type: an integer >= 0 (--tiny's batches; 0: off)."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 0")
+    return int(text)
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--data-root", help="folder holding MNIST/raw (default: synthetic)")
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--variants", default="ABCD")
+    parser.add_argument("--epochs", type=positive_int, default=1)
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--data-root", type=directory,
+                        help="folder holding MNIST/raw (default: synthetic)")  # fmt: skip
+    parser.add_argument("--repeat", type=positive_int, default=3)
+    parser.add_argument("--variants", type=variants, default="ABCD")
     parser.add_argument("--out", type=Path, default=None, help="bench.json path")
-    parser.add_argument("--tiny", type=int, default=0, metavar="N",
+    parser.add_argument("--tiny", type=count, default=0, metavar="N",
                         help="N batches per epoch on synthetic data: a smoke test")  # fmt: skip
-    args = parser.parse_args()
+    args = parser.parse_args()  # before torch: a bad argument is refused at once
+    import torch
+
+    from initlab.data import MNISTDataModule, write_synthetic_mnist
+    from initlab.results import write_json_atomic
+
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device here")
     out = args.out or ROOT / "outputs" / "bench" / time.strftime("%Y-%m-%d_%H-%M-%S") / "bench.json"

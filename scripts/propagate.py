@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+# No torch here: initlab.propagation.measure (torch) is imported once the command line has
+# passed its torch-free checks (``validate``), so that bad input is refused in under a second.
 from initlab.cli import preflight
-from initlab.config import ConfigError
+from initlab.config import ConfigError, PropagateSection, validate_propagate
 from initlab.errors import DataError
 from initlab.propagation import (
     PLOT_FILE,
@@ -41,7 +44,6 @@ from initlab.propagation import (
     SPECTRUM_SWEEP_PLOT_FILE,
     SWEEP_PLOT_FILE,
 )
-from initlab.propagation.measure import run_propagation, validate
 from initlab.propagation.plots import (
     find_propagation,
     is_residual,
@@ -128,8 +130,22 @@ def jacobian_line(j: dict) -> str:
     )
 
 
+def validate(cfg: Any, *, torch_free: bool = False) -> None:
+    """``initlab.propagation.measure.validate``, its torch-free checks first: a value out of
+    range is refused before torch is imported for the checks that need it (an init's keys);
+    ``torch_free``: only those (as ``initlab.config.validate``)."""
+    validate_propagate(cfg, torch_free=True)
+    if torch_free:
+        return
+    from initlab.propagation.measure import validate as validate_all
+
+    validate_all(cfg)
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="propagate")
 def main(cfg: DictConfig) -> None:
+    from initlab.propagation.measure import run_propagation
+
     hydra_cfg = HydraConfig.get()
     out = Path(hydra_cfg.runtime.output_dir)
     try:
@@ -183,10 +199,11 @@ CONF = Path(__file__).parents[1] / "conf"
 
 def help_text(conf: Path = CONF) -> str:
     """--help: what it does and writes (this docstring), the config groups of conf/propagate.yaml
-    with their options, and its own settings. conf/hydra/default.yaml's help is train.py's."""
+    with their options, and its own settings (the schema's: ``PropagateSection``).
+    conf/hydra/default.yaml's help is train.py's."""
     primary = OmegaConf.load(conf / "propagate.yaml")
     defaults = primary.get("defaults", [])
-    own = ", ".join(f"propagate.{k}" for k in primary.get("propagate", {}))
+    own = ", ".join(f"propagate.{f.name}" for f in fields(PropagateSection))
     groups = [
         next(iter(d))
         for d in defaults
@@ -204,7 +221,8 @@ def help_text(conf: Path = CONF) -> str:
             "== Config groups (group=option) ==",
             *lines,
             "",
-            f"Its own settings: {own} (conf/propagate.yaml); all of them with their values:",
+            f"Its own settings: {own} (initlab.config.PropagateSection); all of them with their "
+            "values:",
             "python scripts/propagate.py --cfg job",
             "More: README.md; python train.py --hydra-help (Hydra's flags, the launchers).",
         ]

@@ -1,6 +1,7 @@
-"""What a terminal shows: a progress bar for a run, one line per finished job for a sweep, help
-and tab completion without torch; Lightning's and the dependencies' boilerplate only in the
-runs' train.log (initlab.callbacks.route_terminal, initlab.hydra_callbacks)."""
+"""What a terminal shows: a progress bar for a run, one line per finished job for a sweep, help,
+tab completion and the refusal of bad input without torch; Lightning's and the dependencies'
+boilerplate only in the runs' train.log (initlab.callbacks.route_terminal,
+initlab.hydra_callbacks)."""
 
 from __future__ import annotations
 
@@ -295,3 +296,61 @@ def test_the_scripts_help_says_what_they_write_and_their_groups(tmp_path):
     section = prop.stdout.split("== Config groups (group=option) ==\n", 1)[1].split("\n\n")[0]
     groups = [line.split(":")[0] for line in section.splitlines()]
     assert groups == ["init", "norm", "model", "data"]  # conf/propagate.yaml's, no others
+
+
+# -- start-up: bad input refused, and help printed, before torch loads ---------------------------
+# (entry point, its arguments, exit status, what its last line says). Each is refused (or its
+# help printed) by what needs no torch: torch, Lightning and torchvision take seconds to import,
+# which a refusal of a typo must not wait for (``initlab.config.validate``: torch-free checks
+# first; the scripts parse their arguments before importing them).
+NO_TORCH = [
+    ("train.py", ["model.depth=0"], 2, "model.depth=0 must be a positive integer"),
+    ("train.py", ["optimizer.lr=-1"], 2, "optimizer.lr=-1 must be a number > 0"),
+    ("train.py", ["init=xavier", "init.gain=-1"], 2, "init.gain=-1 must be a number > 0"),
+    ("train.py", ["+model.dept=3"], 2, "model.dept is not a key of 'model'"),
+    ("scripts/propagate.py", ["model.depth=0"], 2, "model.depth=0 must be a positive integer"),
+    ("scripts/propagate.py", ["propagate.seeds=1"], 2, "propagate.seeds=1 must be an integer >= 2"),
+    ("scripts/propagate.py", ["+model.dept=3"], 2, "model.dept is not a key of 'model'"),
+    ("scripts/propagate.py", ["--plot"], 2, "usage: python scripts/propagate.py --plot"),
+    ("scripts/propagate.py", ["--plot", "nowhere"], 2, "cannot plot nowhere"),
+    ("scripts/propagate.py", ["--help"], 0, "Its own settings: propagate.inputs, propagate.n_"),
+    ("scripts/bench.py", ["--bogus"], 2, "unrecognized arguments: --bogus"),
+    ("scripts/bench.py", ["--variants", "AX"], 2, "argument --variants"),
+    ("scripts/bench.py", ["--epochs", "0"], 2, "argument --epochs"),
+    ("scripts/bench.py", ["--help"], 0, "--data-root"),
+    ("scripts/tutorial_loop.py", [], 2, "the following arguments are required: --data-root"),
+    ("scripts/tutorial_loop.py", ["--data-root", "nowhere"], 2, "argument --data-root"),
+    ("scripts/tutorial_loop.py", ["--help"], 0, "--data-root"),
+    ("scripts/report.py", [], 2, "usage: python scripts/report.py"),
+    ("scripts/report.py", ["nowhere"], 2, "nowhere is not a directory"),
+    ("scripts/report.py", ["--help"], 0, "summary.md"),
+]
+
+
+@pytest.mark.parametrize(
+    ("entry", "args", "status", "line"),
+    NO_TORCH,
+    ids=[f"{e.rsplit('/', 1)[-1]} {' '.join(a) or '(no arguments)'}" for e, a, *_ in NO_TORCH],
+)
+def test_bad_input_and_help_come_before_torch_loads(tmp_path, entry, args, status, line):
+    proc = _python(["-X", "importtime", str(ROOT / entry), *args], tmp_path)
+    said = [ln for ln in proc.stderr.splitlines() if not ln.startswith("import time:")]
+    last = (proc.stdout if status == 0 else "\n".join(said)).strip().splitlines()
+    assert proc.returncode == status, "\n".join(said)[-3000:]
+    assert last and (line in last[-1] if status else line in proc.stdout), last[-5:]
+    heavy = {m for m in _imported(proc.stderr) if m.split(".")[0] in HEAVY}
+    assert not heavy, f"imported {sorted(heavy)[:5]}"
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_every_entry_point_is_checked_for_a_refusal_and_its_help_without_torch():
+    """A new script in scripts/ gets its bad input and --help into NO_TORCH."""
+    scripts = {
+        f"scripts/{p.name}"
+        for p in (ROOT / "scripts").glob("*.py")
+        if 'if __name__ == "__main__":' in p.read_text()
+    }
+    checked = {e for e, _, status, _ in NO_TORCH if status == 2}
+    helped = {e for e, args, status, _ in NO_TORCH if status == 0 and "--help" in args}
+    assert scripts | {"train.py"} <= checked
+    assert scripts <= helped  # train.py's: test_help_lists_the_groups_and_examples_without_...

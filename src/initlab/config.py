@@ -517,6 +517,16 @@ def _check_choice(key: str, v: Any, allowed: Iterable[str]) -> None:
         raise ConfigError(f"{key}={v!r} is not one of: {', '.join(map(str, allowed))}")
 
 
+def _check_values(section: Any, rules: Mapping[str, tuple[str, Any]], prefix: str) -> None:
+    """The rules of a free-form section's values, before the init function or optimizer class
+    is imported to check its keys (``_check_init``, ``_check_optimizer``: they apply the same
+    rules, and say which keys it takes); a null is theirs to judge (a default of the init's)."""
+    for key, v in _items(section).items():
+        rule = rules.get(key)
+        if rule is not None and v is not None and v != MISSING and not rule[1](v):
+            raise ConfigError(_message(f"{prefix}{key}", v, rule[0]))
+
+
 def _check_init(init: Any) -> None:
     """``init.name`` is an init; its other keys are its parameters, with their types and ranges."""
     from initlab.inits import DATA_DEPENDENT, INITS, init_parameters
@@ -857,21 +867,32 @@ _SECTIONS: dict[str, type] = {
 }
 
 
-def validate(cfg: Mapping[str, Any]) -> None:
+def validate(cfg: Mapping[str, Any], *, torch_free: bool = False) -> None:
     """Raise ConfigError for the first problem of a composed train config (``hydra`` ignored).
-    What needs no torch is checked first, so that such a refusal never waits for it to load."""
+    What needs no torch is checked first (the init's and optimizer's values too, by their rules),
+    so that such a refusal never waits seconds for torch and Lightning to load; ``torch_free``:
+    only that (which keys the init, the optimizer and the Trainer take, and of what types, is
+    known by importing them)."""
     _check_dataclass(TrainConf, cfg, "", extra=("hydra",))
     _check_trainer_rules(cfg["trainer"])
     _cross_checks(cfg)
+    _check_values(cfg["init"], INIT_RULES, "init.")
+    _check_values(cfg["optimizer"], OPTIMIZER_RULES, "optimizer.")
+    if torch_free:
+        return
     _check_init(cfg["init"])
     _check_optimizer(cfg["optimizer"])
     _check_trainer(cfg["trainer"])
 
 
-def validate_propagate(cfg: Mapping[str, Any]) -> None:
-    """Raise ConfigError for the first problem of a composed propagate config."""
+def validate_propagate(cfg: Mapping[str, Any], *, torch_free: bool = False) -> None:
+    """Raise ConfigError for the first problem of a composed propagate config; what needs no
+    torch first (``torch_free``: only that), as ``validate``."""
     _check_dataclass(PropagateConf, cfg, "", extra=("hydra",))
     _cross_checks(cfg)
+    _check_values(cfg["init"], INIT_RULES, "init.")
+    if torch_free:
+        return
     _check_init(cfg["init"])
 
 
