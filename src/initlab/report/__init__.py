@@ -5,7 +5,9 @@
 - ``summary.csv``: one row per run, every field of its results.json flattened (``final.test_acc``,
   ``config.optimizer.lr``, ...; the per-validation ``history`` is summarised by its length), plus
   one row per unreadable results.json (status ``unreadable``);
-- ``summary.md``: a header (dataset, network, optimizer, run tally), then one row per
+- ``summary.md``: the sweep's answer first, read from the tables below it (``headline``), and a
+  warning with the command that adds seeds when a configuration rests on one run; a header
+  (dataset, network, optimizer, run tally), then one row per
   configuration (everything that defines a run except its seed) with mean ± sample std over
   seeds, best test accuracy first; for the ``tutorial`` study, the tutorial's claim beside what
   was measured; the claims of the study tested seed by seed (holds / contradicted / unresolved);
@@ -16,7 +18,8 @@
 
 The modules, by job: ``load`` (reading records), ``aggregate`` (configurations and their
 statistics over seeds), ``stats`` (paired t intervals), ``claims`` (what each study claims and
-the verdicts), ``tables`` (summary.md, summary.csv), ``plots``, ``files`` (the file names).
+the verdicts), ``phase`` (the phase diagram), ``headline`` (summary.md's answer and one-run
+warning), ``tables`` (summary.md, summary.csv), ``plots``, ``files`` (the file names).
 Every file is written atomically (temp file in the same directory, fsync, rename), so a crash
 never leaves a half file. A results.json that cannot be parsed is listed as unreadable, never
 trusted. Standard library + numpy + matplotlib (imported only to plot); no Hydra, no torch.

@@ -19,7 +19,7 @@ from initlab.report.load import (
     pct,
     steps_to,
 )
-from initlab.results import threshold_key
+from initlab.results import STATUSES, threshold_key
 
 # Display order of inits and norms (the README's order); unknown names follow, sorted.
 INIT_ORDER = (
@@ -146,6 +146,50 @@ class Config:
         records = [s for s in (steps_to(r, [key]) for r in self.runs) if s and key in s]
         values = [s[key] for s in records]
         return Stat([v for v in values if v is not None], len(records))
+
+
+def fmt_mean(stat: Stat, digits: int = 3) -> str:
+    """The mean as every cell of the report rounds it (the answer line compares these texts)."""
+    return "-" if stat.mean is None else f"{stat.mean:.{digits}f}"
+
+
+def fmt_stat(stat: Stat, digits: int = 3) -> str:
+    """The "mean ± std" (sample std); a lone value alone, never "± 0" for one run; "(k/n)" when
+    k of n runs have a value."""
+    if not stat.values:
+        return "-" if stat.n == 0 else f"- (0/{stat.n})"
+    text = fmt_mean(stat, digits)
+    if stat.std is not None:
+        text += f" ± {stat.std:.{digits}f}"
+    if len(stat.values) < stat.n:
+        text += f" ({len(stat.values)}/{stat.n})"
+    return text
+
+
+def fmt_steps(stat: Stat) -> str:
+    """Steps as "1100 ± 100 (3/3)": mean ± std over the seeds that reached the threshold, and
+    how many did; "never (0/3)" when none did; "-" when no run has a validation record."""
+    if stat.n == 0:
+        return "-"
+    if not stat.values:
+        return f"never (0/{stat.n})"
+    text = f"{stat.mean:.0f}"
+    if stat.std is not None:
+        text += f" ± {stat.std:.0f}"
+    return f"{text} ({len(stat.values)}/{stat.n})"
+
+
+def fmt_status(counts: Mapping[str, int]) -> str:
+    """ "2 ok, 1 failed": the statuses that occur, in STATUSES' order."""
+    return ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts.get(s))
+
+
+TEST_ACC_COLUMN = "test acc"  # the main table's column the rows are sorted by (sort_key)
+
+
+def test_acc_cell(config: Config) -> str:
+    """The main table's test accuracy cell; the answer line quotes this very text."""
+    return fmt_stat(config.final("test_acc"))
 
 
 def group_configs(runs: Iterable[Mapping[str, Any]]) -> list[Config]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,7 @@ from initlab.report.load import (
 from initlab.report.stats import MAX_SEEDS, Paired, paired
 
 HOLDS, CONTRADICTED, UNRESOLVED = "holds", "contradicted", "unresolved"
+VERDICTS = (HOLDS, CONTRADICTED, UNRESOLVED)
 
 
 # -- metrics: one number per run ---------------------------------------------------------------
@@ -670,6 +672,20 @@ def comparisons(configs: Sequence[Config], shown: Sequence[str] = ()) -> list[Co
                 label = _group_label(peers, shown, named) if len(groups) > 1 else ""
                 out.extend(_test(claim, peers, label))
     return out
+
+
+def tally(found: Sequence[Comparison]) -> str:
+    """ "9 claims tested: 6 holds, 0 contradicted, 3 unresolved": the one count of the verdicts,
+    which the Claims section and the answer line at the top of summary.md both print."""
+    verdicts = Counter(c.verdict for c in found)
+    return f"{len(found)} claims tested: " + ", ".join(f"{verdicts[v]} {v}" for v in VERDICTS)
+
+
+def row_name(found: Comparison) -> str:
+    """A claims-table row in a few words (its two sides, its metric and its group), for the
+    answer line to name a verdict by."""
+    text = f"{found.labels[0]} vs {found.labels[1]}, {found.claim.metric.name}"
+    return text + (f" ({found.group})" if found.group else "")
 
 
 def mean_text(config: Config, metric: Metric) -> str:

@@ -228,14 +228,47 @@ def _table(group: Sequence[Cell]) -> list[str]:
     return lines
 
 
+def kinds(found: Sequence[Cell]) -> list[tuple[str, float, list[Cell]]]:
+    """The cells by (activation, sigma_b2), each with its own critical point: one diagram each."""
+    keys = sorted({(c.activation, c.sigma_b2) for c in found})
+    return [(a, b, [c for c in found if (c.activation, c.sigma_b2) == (a, b)]) for a, b in keys]
+
+
+def _regions(group: Sequence[Cell]) -> tuple[list[Cell], list[Cell], list[Cell]]:
+    """The judged cells deeper than 6 xi_c, within xi_c, and between."""
+    measured = [c for c in group if c.verdict != UNMEASURED]
+    deep = [c for c in measured if region(c) == "deep"]
+    shallow = [c for c in measured if region(c) == "shallow"]
+    between = [c for c in measured if region(c) == "between"]
+    return deep, shallow, between
+
+
+def boundary_verdict(group: Sequence[Cell]) -> str:
+    """The verdict on the bound depth ~ 6 xi_c of one diagram's cells ("**holds** on these runs
+    (2 cells decide it)", "**contradicted** at ...", "**unresolved with 3 seeds** at ..."): the
+    one rule, printed in the section and in the answer line at the top of summary.md."""
+    deep, shallow, _ = _regions(group)
+    wrong = [c for c in deep if c.verdict == TRAINED]
+    wrong += [c for c in shallow if c.verdict == UNTRAINED]
+    open_ = [c for c in deep + shallow if c.verdict == UNRESOLVED]
+    if wrong:
+        return f"**contradicted** at {_where(wrong)}"
+    if open_:
+        need = [c.seeds_to_resolve() for c in open_]
+        known = [n for n in need if n is not None and n <= MAX_SEEDS]
+        hint = f" (~{max(known)} seeds would resolve them)" if known else ""
+        return f"**unresolved with {_seeds(open_)}** at {_where(open_)}{hint}"
+    if deep or shallow:
+        return f"**holds** on these runs ({len(deep) + len(shallow)} cells decide it)"
+    return f"cannot be judged here (no cell deeper than {DEPTH_FACTOR}ξ_c or within ξ_c)"
+
+
 def verdict_lines(found: Sequence[Cell]) -> list[str]:
     """summary.md's phase-diagram section: the cells, the theory's boundary and the verdict."""
     if not found:
         return []
-    kinds = {(c.activation, c.sigma_b2) for c in found}
     lines = ["## Phase diagram", ""]
-    for activation, sigma_b2 in sorted(kinds):
-        group = [c for c in found if (c.activation, c.sigma_b2) == (activation, sigma_b2)]
+    for activation, sigma_b2, group in kinds(found):
         measured = [c for c in group if c.verdict != UNMEASURED]
         steps, sizes = budgets(group)
         budget = " or ".join(f"{s:,}" for s in steps) or "?"
@@ -260,29 +293,13 @@ def verdict_lines(found: Sequence[Cell]) -> list[str]:
                 "records (run with `data.train_eval_size` > 0, as `experiment=phase_diagram` "
                 "does).",
             ]
-        deep = [c for c in measured if region(c) == "deep"]
-        shallow = [c for c in measured if region(c) == "shallow"]
-        between = [c for c in measured if region(c) == "between"]
+        deep, shallow, between = _regions(group)
         lines += [
             f"- Deeper than {DEPTH_FACTOR}ξ_c (the theory: untrainable): {_count(deep)}.",
             f"- Within ξ_c (the theory: trainable): {_count(shallow)}.",
             f"- Between ξ_c and {DEPTH_FACTOR}ξ_c (the theory does not say): {_count(between)}.",
+            f"- The boundary depth ≈ {DEPTH_FACTOR}ξ_c: {boundary_verdict(group)}.",
         ]
-        wrong = [c for c in deep if c.verdict == TRAINED]
-        wrong += [c for c in shallow if c.verdict == UNTRAINED]
-        open_ = [c for c in deep + shallow if c.verdict == UNRESOLVED]
-        if wrong:
-            verdict = f"**contradicted** at {_where(wrong)}"
-        elif open_:
-            need = [c.seeds_to_resolve() for c in open_]
-            known = [n for n in need if n is not None and n <= MAX_SEEDS]
-            hint = f" (~{max(known)} seeds would resolve them)" if known else ""
-            verdict = f"**unresolved with {_seeds(open_)}** at {_where(open_)}{hint}"
-        elif deep or shallow:
-            verdict = f"**holds** on these runs ({len(deep) + len(shallow)} cells decide it)"
-        else:
-            verdict = f"cannot be judged here (no cell deeper than {DEPTH_FACTOR}ξ_c or within ξ_c)"
-        lines.append(f"- The boundary depth ≈ {DEPTH_FACTOR}ξ_c: {verdict}.")
         rising = [c for c in measured if c.verdict != TRAINED and c.rising]
         if rising:
             gains = ", ".join(

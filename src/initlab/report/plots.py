@@ -25,6 +25,7 @@ from initlab.report.aggregate import (
     Config,
     Stat,
     config_label,
+    fmt_status,
     order_of,
     speed_note,
     speed_threshold,
@@ -32,7 +33,6 @@ from initlab.report.aggregate import (
 )
 from initlab.report.files import save_figure_atomic
 from initlab.report.load import number, pct, report_thresholds, validations
-from initlab.report.tables import fmt_status
 
 if TYPE_CHECKING:
     from matplotlib.colors import Normalize
@@ -275,7 +275,8 @@ def plot_val_curves(configs: Sequence[Config], path: Path) -> Path:
             r["status"] == "diverged" and validations(r) for c in configs for r in c.runs
         )
         handles = _init_handles(colors, lw=2)
-        handles.append(Patch(color="grey", alpha=0.3, label="min-max over seeds"))
+        if seeds > 1:  # one run per line: no band to explain
+            handles.append(Patch(color="grey", alpha=0.3, label="min-max over seeds"))
         if diverged:
             handles.append(
                 Line2D([], [], color="grey", marker="x", ls="none", label="a diverged run's end")
@@ -322,10 +323,15 @@ def plot_val_curves(configs: Sequence[Config], path: Path) -> Path:
                     )
                 if p.row == bottom[p.col] and (zoomed or not zoom):
                     ax.set_xlabel("optimizer step")
+        what = (
+            "one run per line (one seed: no band)"
+            if seeds == 1
+            else f"line = mean over seeds (n = {seeds} per line unless noted in red), band = "
+            "min-max over seeds"
+        )
         _title(
             fig,
-            f"Validation accuracy during training: line = mean over seeds (n = {seeds} per line "
-            "unless noted in red), band = min-max over seeds"
+            f"Validation accuracy during training: {what}"
             + (f"; below each panel, a zoom on {ZOOM_FROM}-1" if zoom else ""),
         )
         return _save(plt, fig, path, notes)
@@ -416,25 +422,51 @@ def plot_heatmap(configs: Sequence[Config], path: Path) -> Path:
         if len({c.final("test_acc").mean for c in configs} - {None}) > 1:  # a scale to read
             mappable = ScalarMappable(norm=norm, cmap=cmap)
             fig.colorbar(mappable, ax=axes, shrink=0.8, label="mean test accuracy")
-        n = counts.pop() if not with_n else None
-        seeds = "the n seeds" if n is None else f"the {n} seed{'s' * (n != 1)}"
-        _title(fig, f"Test accuracy: mean ± sample std over {seeds} of each cell")
+        if counts == {1}:  # one value per cell: no spread to print
+            title = "Test accuracy of the one run (seed) of each cell: no spread"
+        else:
+            n = None if with_n else next(iter(counts))
+            seeds = "the n seeds" if n is None else f"the {n} seeds"
+            title = f"Test accuracy: mean ± sample std over {seeds} of each cell"
+            if 1 in counts:
+                title += "; a cell of one run: its value alone"
+        _title(fig, title)
         return _save(plt, fig, path)
 
 
+LONE = {"marker": "o", "mfc": "white", "ms": 5, "ls": "none"}  # a point of one value: no bar
+LONE_LABEL = "one run: no spread"
+
+
 def _errorbar_vs_depth(ax: Any, points: list[tuple[Any, Stat]], color: Any) -> None:
-    """Mean ± std against depth, for the (depth, Stat) points that have values."""
+    """Mean ± std against depth, for the (depth, Stat) points that have values. A point of one
+    value has no spread: a hollow marker without a bar (a bar of 0 would read as ± 0)."""
     points = [(d, s) for d, s in points if s.values]
-    if points:
+    if not points:
+        return
+    ax.plot([d for d, _ in points], [s.mean for _, s in points], color=color)
+    spread = [(d, s) for d, s in points if s.std is not None]
+    if spread:
         ax.errorbar(
-            [d for d, _ in points],
-            [s.mean for _, s in points],
-            yerr=[s.std or 0.0 for _, s in points],
+            [d for d, _ in spread],
+            [s.mean for _, s in spread],
+            yerr=[s.std for _, s in spread],
             color=color,
             marker="o",
             ms=4,
             capsize=3,
+            ls="none",
         )
+    lone = [(d, s) for d, s in points if s.std is None]
+    if lone:
+        ax.plot([d for d, _ in lone], [s.mean for _, s in lone], color=color, **LONE)
+
+
+def _lone_handle() -> Any:
+    """The legend's entry for the hollow markers of _errorbar_vs_depth."""
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], color="grey", label=LONE_LABEL, **LONE)
 
 
 def _dodge(labels: Sequence[str], depths: Sequence[float]) -> dict[str, float]:
@@ -478,6 +510,11 @@ def plot_depth(configs: Sequence[Config], path: Path, speed_key: str | None = No
         width = 6.0 if cols == 1 else 4.4
         block = [3.0, 0.3 + 0.17 * len(order), 3.0] if short else [3.0, 3.0]
         handles = _init_handles(colors, marker="o", ms=4)
+        lone = [
+            c for c in configs if 1 in (len(c.final("test_acc").values), len(steps[id(c)].values))
+        ]
+        if lone:
+            handles.append(_lone_handle())
         never = {"color": "grey", "marker": "v", "ls": "none", "ms": 7, "mew": 1.5}
         if any(not s.values for s in short):
             handles.append(Line2D([], [], mfc="none", label=f"no seed reached {level}", **never))
@@ -774,6 +811,8 @@ def plot_spectrum(configs: Sequence[Config], path: Path) -> Path | None:
         colors = _colors(labels.values())
         handles = _init_handles(colors, marker="o", ms=4)
         handles.append(Line2D([], [], color="grey", ls="--", label="theory (free probability)"))
+        if any(sum(_jacobian(r, "spread") is not None for r in c.runs) == 1 for c in configs):
+            handles.append(_lone_handle())
         cols = min(len(panels), MAX_COLS)
         blocks = math.ceil(len(panels) / cols)
         fig, grid = _figure(plt, cols, [3.2] * blocks, 6.0 if cols == 1 else 4.6, _top(handles))

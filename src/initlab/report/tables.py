@@ -12,27 +12,30 @@ from typing import Any
 
 from initlab.report.aggregate import (
     SPEED_THRESHOLD,
+    TEST_ACC_COLUMN,
     Config,
-    Stat,
     config_label,
     fmt_num,
+    fmt_stat,
+    fmt_status,
+    fmt_steps,
     missing_seeds,
     speed_note,
     speed_threshold,
+    test_acc_cell,
     varying_fields,
 )
 from initlab.report.claims import (
-    CONTRADICTED,
-    HOLDS,
     STUDY_NOTES,
     TUTORIAL_STUDY,
-    UNRESOLVED,
     Comparison,
     comparisons,
     late_learning,
+    tally,
     tutorial_columns,
 )
 from initlab.report.files import SUMMARY_CSV
+from initlab.report.headline import answer_lines, one_run_warning
 from initlab.report.load import (
     Unreadable,
     auc,
@@ -44,9 +47,8 @@ from initlab.report.load import (
     steps_to,
 )
 from initlab.report.phase import cells, verdict_lines
-from initlab.results import CATEGORIES, RUNTIME_DECIDING, STATUSES, UNREADABLE, format_counts
+from initlab.results import CATEGORIES, RUNTIME_DECIDING, UNREADABLE, format_counts
 
-VERDICTS = (HOLDS, CONTRADICTED, UNRESOLVED)
 EVALUATED = "train acc (evaluated)"  # final.train_eval_acc's column
 
 
@@ -72,35 +74,6 @@ def how_to_read(keys: Sequence[str], example: str | None = None) -> str:
         "diverged run (its loss became NaN) or a failed one (an error) is counted in *status* "
         "and listed below the table, never dropped."
     )
-
-
-def fmt_stat(stat: Stat, digits: int = 3) -> str:
-    """The "mean ± std" (sample std); a lone value alone; "(k/n)" when k of n runs have a value."""
-    if not stat.values:
-        return "-" if stat.n == 0 else f"- (0/{stat.n})"
-    text = f"{stat.mean:.{digits}f}"
-    if stat.std is not None:
-        text += f" ± {stat.std:.{digits}f}"
-    if len(stat.values) < stat.n:
-        text += f" ({len(stat.values)}/{stat.n})"
-    return text
-
-
-def fmt_steps(stat: Stat) -> str:
-    """Steps as "1100 ± 100 (3/3)": mean ± std over the seeds that reached the threshold, and
-    how many did; "never (0/3)" when none did; "-" when no run has a validation record."""
-    if stat.n == 0:
-        return "-"
-    if not stat.values:
-        return f"never (0/{stat.n})"
-    text = f"{stat.mean:.0f}"
-    if stat.std is not None:
-        text += f" ± {stat.std:.0f}"
-    return f"{text} ({len(stat.values)}/{stat.n})"
-
-
-def fmt_status(counts: Mapping[str, int]) -> str:
-    return ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts.get(s))
 
 
 def md_cell(value: Any) -> str:
@@ -205,7 +178,7 @@ def metrics(
     return [
         ("train acc", lambda c: fmt_stat(c.final("train_acc"))),
         *([(EVALUATED, lambda c: fmt_stat(c.final("train_eval_acc")))] if evaluated else []),
-        ("test acc", lambda c: fmt_stat(c.final("test_acc"))),
+        (TEST_ACC_COLUMN, test_acc_cell),
         *((f"steps to {pct(k)}%", lambda c, k=k: fmt_steps(c.steps(k))) for k in keys),
         ("val AUC", lambda c: fmt_stat(c.auc())),
     ]
@@ -285,11 +258,7 @@ def claims_section(found: Sequence[Comparison]) -> list[str]:
         rows.append([c.group, *row] if grouped else row)
     lines += md_table(header, rows)
     lines.append("")
-    verdicts = Counter(c.verdict for c in found)
-    lines += [
-        f"{len(found)} claims tested: " + ", ".join(f"{verdicts[v]} {v}" for v in VERDICTS) + ".",
-        "",
-    ]
+    lines += [tally(found) + ".", ""]
     late = late_learning(found)
     if late:
         lines += ["Runs that never reached a threshold of a claim: " + " ".join(late), ""]
@@ -310,14 +279,17 @@ def render_summary(
     lines = [f"# Sweep report: {sweep_dir.name}", ""]
     lines += [f"`{sweep_dir}`", ""]
     found: list[Comparison] = []
-    if not runs:
-        lines += ["No readable results.json below this directory.", ""]
+    keys = report_thresholds(runs)
+    if runs:
+        found = comparisons(configs, varying_fields(configs))
+    phase_cells = cells(configs)
+    lines += answer_lines(runs, len(unreadable), configs, found, phase_cells, keys)
+    lines += one_run_warning(configs, found, phase_cells, sweep_dir)
+    if not runs:  # the answer says there is none
         if unreadable:
             lines += [runs_line(category_counts(runs, len(unreadable))), ""]
     else:
-        keys = report_thresholds(runs)
         speed_key = speed_threshold(runs, keys)
-        found = comparisons(configs, varying_fields(configs))
         lines += header_lines(runs, len(unreadable))
         lines += ["", f"**How to read this.** {how_to_read(keys, speed_key)}", ""]
         header, rows = summary_table(configs, keys, speed_key, found)
@@ -338,7 +310,7 @@ def render_summary(
                 "",
             ]
         lines += claims_section(found)
-        lines += verdict_lines(cells(configs))
+        lines += verdict_lines(phase_cells)
     bad = [r for r in runs if r["status"] != "ok"]
     if bad:
         lines += ["## Failed and diverged runs", ""]
