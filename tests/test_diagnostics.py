@@ -10,6 +10,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
+from initlab.dashboard import EPOCH, FINAL, jacobian_tag
 from initlab.diagnostics import add_histogram, distinct_units, hidden_layers
 from initlab.mlp import build_mlp
 from initlab.run import run
@@ -92,7 +93,7 @@ def test_callback_logs_per_layer_scalars_and_histograms(tmp_path):
             f"watch/grad/{layer}",
         } <= histograms
     assert {"watch/weight_norm/out", "watch/grad_norm/out", "watch/update_ratio/out"} <= scalars
-    prefixes = ("watch/", "train/", "val/", "test/", "jacobian/")
+    prefixes = ("watch/", "train/", "val/", f"{EPOCH}/", f"{FINAL}/")
     assert not [t for t in scalars if not t.startswith(prefixes)]
     # every_n_steps=50 by default, plus step 0 and each epoch's last step (13 steps per epoch)
     assert [e.step for e in ea.Scalars("watch/act_mean/fc1")] == [0, 12, 25]
@@ -112,13 +113,13 @@ def test_jacobian_spectrum_at_step_0_and_epoch_ends(tmp_path):
     )
     ea = _events(tmp_path)
     for key in ("m1", "spread", "s_max"):
-        assert [e.step for e in ea.Scalars(f"jacobian/{key}")] == [0, 12, 25]
-    assert [e.step for e in ea.Histograms("jacobian/singular_values")] == [0, 12, 25]
+        assert [e.step for e in ea.Scalars(jacobian_tag(key))] == [0, 12, 25]
+    assert [e.step for e in ea.Histograms(jacobian_tag("singular_values"))] == [0, 12, 25]
     j = record["jacobian"]
     assert j["step"] == 0 and j["inputs"] == 4 and j["factors"] == 2 and j["shape"] == [64, 64]
     assert j["weights"] == "gaussian" and j["prediction_note"] is None
     assert j["predicted"] == {"m1": pytest.approx(1.0), "spread": 4.0, "var": pytest.approx(4.0)}
-    assert j["spread"] == pytest.approx(ea.Scalars("jacobian/spread")[0].value, rel=1e-6)
+    assert j["spread"] == pytest.approx(ea.Scalars(jacobian_tag("spread"))[0].value, rel=1e-6)
     assert 0.5 < j["m1"] < 2 and 2 < j["spread"] < 8  # 4 inputs of one init
     assert j["var"] > 0 and j["s_max"] ** 2 > j["m1"]  # (means over the inputs)
 
@@ -131,7 +132,7 @@ def test_jacobian_spectrum_skips_a_net_it_does_not_support(tmp_path, caplog):
     lines = [r.getMessage() for r in caplog.records if "Jacobian" in r.getMessage()]
     assert len(lines) == 1 and "BatchNorm1d" in lines[0], lines
     tags = _events(tmp_path).Tags()
-    assert not [t for t in tags["scalars"] + tags["histograms"] if t.startswith("jacobian/")]
+    assert not [t for t in tags["scalars"] + tags["histograms"] if t.startswith(jacobian_tag(""))]
     assert record["jacobian"] is None and "watch/act_mean/fc1" in tags["scalars"]
 
 

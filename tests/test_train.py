@@ -11,6 +11,16 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from initlab.dashboard import (
+    DIVERGED,
+    TEST_ACC,
+    TEST_LOSS,
+    TRAIN_ACC,
+    TRAIN_LOSS,
+    VAL_ACC,
+    VAL_AUC,
+    VAL_LOSS,
+)
 from initlab.data import MNIST_FILES
 from initlab.results import STATUSES, threshold_key
 from initlab.run import record_failure, run
@@ -135,7 +145,7 @@ def test_run_trains_on_synthetic_data(tmp_path):
     assert saved["timing"]["train_samples"] == 1600
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
     tags = _scalars(tmp_path)
-    expected = {"train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc"}
+    expected = {TRAIN_LOSS, TRAIN_ACC, VAL_LOSS, VAL_ACC, TEST_LOSS, TEST_ACC}
     assert expected <= tags
 
 
@@ -195,11 +205,11 @@ def test_hparams_reach_tensorboard(tmp_path):
     assert "_hparams_/session_end_info" in content
     assert "_hparams_/experiment" not in content  # the sweep's, never a run's (initlab.dashboard)
     scalars = set(ea.Tags()["scalars"])
-    assert {"val/acc", "test/acc", "val/auc", "train/diverged"} <= scalars  # HPARAMS' metrics
+    assert {VAL_ACC, TEST_ACC, VAL_AUC, DIVERGED} <= scalars  # HPARAMS' metrics
     assert "epoch" not in scalars and not [t for t in scalars if t.startswith("hp/")]
     # written once, at the last step: no placeholder at step 0
-    assert [e.step for e in ea.Scalars("test/acc")] == [ea.Scalars("val/acc")[-1].step]
-    assert [e.value for e in ea.Scalars("train/diverged")] == [0.0]
+    assert [e.step for e in ea.Scalars(TEST_ACC)] == [ea.Scalars(VAL_ACC)[-1].step]
+    assert [e.value for e in ea.Scalars(DIVERGED)] == [0.0]
 
 
 def test_same_seed_same_results(tmp_path):

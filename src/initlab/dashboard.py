@@ -4,10 +4,23 @@ TensorBoard's hparams plugin reads an *experiment* (the hparams with their domai
 they differ, and the metrics) and, per run, a *session* (its values, its status). A run that
 writes its own experiment (as ``SummaryWriter.add_hparams`` and Lightning's ``log_hyperparams``
 do) declares only its own values, so every hparam looks constant. Here the sweep writes one
-experiment at its root when it ends (``write_experiment``, from its runs' records; the Hydra
-callback ``initlab.hydra_callbacks.SweepDashboard`` calls it), and each run writes only its
-session: the swept axes are columns that differ, the constants come after, and the metrics are
-the run's final numbers (``final_metrics``, written once at its last step).
+experiment when it ends (``write_experiment``, from its runs' records; the Hydra callback
+``initlab.hydra_callbacks.SweepDashboard`` calls it), and each run writes only its session: the
+swept axes are columns that differ, the constants come after, and the metrics are the run's
+final numbers (``final_metrics``, written once at its last step). A session's values are what
+the run's results record states (``hparam_values``): the dataset its data module read, not the
+one its config named.
+
+What TensorBoard (2.21) shows first, and so what the tag names are made for: Time Series and
+Scalars sort the tags (digits numerically), group them by the part before the first ``/`` and
+open the first two groups only. The curves are ``train/`` and ``val/``; the per-layer and
+Jacobian diagnostics are ``watch/``; the epochs' means (``z_epoch/``) and the values a run logs
+once, at its end (``z_final/``), come last. Every event file is a run named after its directory
+(the logdir itself: ``.``), so the experiment is written into a run's directory, never at the
+sweep's root. HPARAMS shows a number with five significant digits (64.000), so an integer
+hparam is written as text, padded to sort as a number where TensorBoard sorts it as text (a
+parallel-coordinates axis), and a run that never reached a val-accuracy threshold gets a
+censored value for it (parallel coordinates leave out a run that lacks a metric).
 
 The protos are TensorBoard's own (``tensorboard.plugins.hparams.api_pb2``, ``plugin_data_pb2``,
 ``tensorboard.plugins.custom_scalar.layout_pb2``), written with TensorBoard's event writer: no
@@ -34,34 +47,24 @@ from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
 from initlab.results import threshold_key
 
-# The hparams shown first when they differ (then any other, by name); constants follow.
-HPARAM_ORDER = (
-    "init",
-    "norm",
-    "depth",
-    "widths",
-    "activation",
-    "seed",
-    "lr",
-    "momentum",
-    "batch_size",
-    "epochs",
-    "optimizer",
-    "data",
-    "study",
-)
-# A diverged run finished (its divergence is a result): the train/diverged metric says so.
+# A diverged run finished (its divergence is a result): the z_final/diverged metric says so.
 SESSION_STATUS = {
     "ok": api_pb2.STATUS_SUCCESS,
     "diverged": api_pb2.STATUS_SUCCESS,
     "failed": api_pb2.STATUS_FAILURE,
 }
-# The tag group of the per-layer diagnostics, watch/<quantity>/<layer> (as wandb.watch's): after
-# test/, train/ and val/ in TensorBoard's alphabetical groups, which open the first ones.
+
+# -- tag names: the one place they are spelled ------------------------------------------------
+# TensorBoard opens the first two tag groups (module docstring): train/ and val/, the curves.
+# After them, closed: the diagnostics' group, watch/<quantity>/<layer> (as wandb.watch's); the
+# epochs' means, one point per epoch (a single point in a one-epoch run); the values a run logs
+# once, at its end ("z_": they sort last).
 LAYERS = "watch"
+EPOCH = "z_epoch"
+FINAL = "z_final"
 # The input-output Jacobian's spectrum at step 0 and each epoch's end (initlab.diagnostics):
-# jacobian/m1, jacobian/spread, jacobian/s_max and the histogram jacobian/singular_values
-JACOBIAN = "jacobian"
+# watch/jacobian/m1, .../spread, .../s_max and the histogram watch/jacobian/singular_values
+JACOBIAN = f"{LAYERS}/jacobian"
 # The per-layer quantities, as (tag quantity, chart title) for the custom-scalars layout.
 LAYER_CHARTS = (
     ("preact_q", "q = E[h²] at each activation's input"),
@@ -78,102 +81,131 @@ LAYER_CHARTS = (
 
 # The scalars a run logs: TensorBoard tags and metrics.csv columns, one name each.
 TRAIN_LOSS, TRAIN_ACC = "train/loss", "train/acc"  # every log_every_n_steps steps
-TRAIN_LOSS_EPOCH, TRAIN_ACC_EPOCH = "train/loss_epoch", "train/acc_epoch"
+TRAIN_LOSS_EPOCH, TRAIN_ACC_EPOCH = f"{EPOCH}/train_loss", f"{EPOCH}/train_acc"  # epoch means
 VAL_LOSS, VAL_ACC = "val/loss", "val/acc"  # at every validation
 # with data.train_eval_size: the fixed training subset, evaluated at every validation
 TRAIN_EVAL_LOSS, TRAIN_EVAL_ACC = "train/eval_loss", "train/eval_acc"
-TEST_LOSS, TEST_ACC = "test/loss", "test/acc"  # once, with the record
-VAL_AUC, DIVERGED = "val/auc", "train/diverged"  # with the record
+# once, at the run's last step, with the record: its test and the HPARAMS metrics
+TEST_LOSS, TEST_ACC = f"{FINAL}/test_loss", f"{FINAL}/test_acc"
+VAL_AUC, DIVERGED = f"{FINAL}/val_auc", f"{FINAL}/diverged"
+# the same end values as earlier initlab versions named them: an extension of a run logged then
+# drops them too, so the superseded end does not linger (in a group TensorBoard would open)
+_EARLIER_ENDS = ("test/", "val/auc", "val/steps_to_", "train/diverged")
 
 
 def ends_a_run(tag: str) -> bool:
     """Whether ``tag`` is logged once, with a run's record (its test, the HPARAMS metrics, the
     session's end): what an extended run supersedes at its earlier end."""
-    ended = (TEST_LOSS, TEST_ACC, VAL_AUC, DIVERGED, metadata.SESSION_END_INFO_TAG)
-    return tag in ended or tag.startswith(steps_to_tag(""))
+    return (
+        tag.startswith(f"{FINAL}/")
+        or tag == metadata.SESSION_END_INFO_TAG
+        or tag.startswith(_EARLIER_ENDS)
+    )
 
 
 def steps_to_tag(threshold: str) -> str:
     """The tag of the first step at val accuracy >= ``threshold`` (a threshold key)."""
-    return f"val/steps_to_{threshold}"
+    return f"{FINAL}/steps_to_{threshold}"
 
 
 def layer_tag(quantity: str, layer: str) -> str:
     """The TensorBoard tag of a per-layer quantity: ``watch/<quantity>/<layer>``, so that one
-    quantity's layers sit side by side (one group for all diagnostics, below train/val/test)."""
+    quantity's layers sit side by side (one group for all diagnostics, after train/ and val/)."""
     return f"{LAYERS}/{quantity}/{layer}"
 
 
+def jacobian_tag(stat: str) -> str:
+    """The tag of one statistic of the Jacobian's spectrum: ``watch/jacobian/<stat>``."""
+    return f"{JACOBIAN}/{stat}"
+
+
 # -- what a run is, as hparams -----------------------------------------------------------------
-def _plain(v: Any) -> str | float | bool:
+# The hparams whose values are integers (initlab.config declares each one an int): shown as
+# integers. Any other number is a float, whether or not it was typed with a point, so that one
+# hparam has one type in every run of a sweep (init.gain=1,1.5).
+INT_HPARAMS = frozenset(
+    {"depth", "seed", "batch_size", "epochs", "branch_layers", "init.max_iter", "init.batch_size"}
+)
+HParam = str | int | float | bool
+
+
+def _plain(name: str, v: Any) -> HParam:
     if isinstance(v, bool):
         return v
     if isinstance(v, (int, float)):
-        return float(v)
+        return int(v) if name in INT_HPARAMS and float(v).is_integer() else float(v)
     return "null" if v is None else str(v)
 
 
-def hparam_values(cfg: Mapping[str, Any]) -> dict[str, str | float | bool]:
-    """The hparams of a run from its composed config (plain mappings): the groups' choices, the
-    network, the init's and the optimizer's parameters (``init.gain``, ``optimizer.lr`` as
-    ``lr``), batch, epochs, seed. One function for the sweep's domains and the run's session, so
-    the two always agree."""
-    from initlab.mlp import resolve_hidden_sizes  # torch: only when a run is described
-
+def hparam_values(record: Mapping[str, Any]) -> dict[str, HParam]:
+    """The hparams of a run, from its results record (results.json's, or the run's own once its
+    data is read) and the composed config in its ``config``: the groups' choices, the network,
+    seed, batch and epochs as the record states them, the dataset its data module read
+    (``dataset.name``: ``mnist-embedded-5k`` when MNIST fell back), the init's and the
+    optimizer's parameters as the config sets them (``init.gain``, ``optimizer.lr`` as ``lr``).
+    One function for the sweep's experiment, the run's session and hparams.yaml, so the three
+    always agree with results.json."""
+    cfg = record["config"]
     model = cfg["model"]
-    hidden = resolve_hidden_sizes(model.get("depth"), model.get("width"), model.get("hidden_sizes"))
     optimizer = dict(cfg.get("optimizer") or {})
-    target = str(optimizer.pop("_target_", "?"))
+    optimizer.pop("_target_", None)
     optimizer.pop("_partial_", None)
     values: dict[str, Any] = {
-        "init": cfg["init"]["name"],
-        "norm": cfg["norm"]["name"],
-        "depth": len(hidden),
-        "widths": "-".join(map(str, hidden)),
-        "activation": model["activation"],
+        "init": record["init"],
+        "norm": record["norm"],
+        "depth": record["depth"],
+        "widths": "-".join(map(str, record["hidden_sizes"])),
+        "activation": record["activation"],
         "residual": bool(model.get("residual", False)),
-        "seed": cfg["seed"],
-        "batch_size": cfg["data"]["batch_size"],
-        "epochs": cfg["trainer"]["max_epochs"],
-        "optimizer": target.rsplit(".", 1)[-1].lower(),
-        "data": cfg["data"]["name"],
-        "study": cfg.get("study"),
+        "seed": record["seed"],
+        "batch_size": record["batch_size"],
+        "epochs": record["max_epochs"],
+        "optimizer": (record.get("optimizer") or {}).get("name"),
+        "data": record["dataset"]["name"],
+        "study": record.get("study"),
     }
     if values["residual"]:
         values["branch_layers"] = model["branch_layers"]
-    values.update({f"init.{k}": v for k, v in cfg["init"].items() if k != "name"})
+    values.update({f"init.{k}": v for k, v in (record.get("init_params") or {}).items()})
     values.update(
         {k if k in ("lr", "momentum") else f"optimizer.{k}": v for k, v in optimizer.items()}
     )
-    return {k: _plain(v) for k, v in values.items()}
+    return {k: _plain(k, v) for k, v in values.items()}
 
 
 def metric_tags(thresholds: Iterable[float | str]) -> list[tuple[str, str, str]]:
     """(tag, display name, description) of the HPARAMS metrics, one steps column per
-    threshold. TensorBoard takes each metric's last value in the run: test/acc and val/acc are the
-    module's own scalars; the others are written once, at the run's end (``final_metrics``)."""
+    threshold. TensorBoard takes each metric's last value in the run: val/acc is the module's
+    own scalar; the others are written once, at the run's end (``final_metrics``). Every run has
+    every metric, so parallel coordinates, which leave out a run that lacks one, show them all."""
     out = [
-        (TEST_ACC, "test acc", "final test accuracy (10,000 held-out images)"),
+        (TEST_ACC, "test acc", "final test accuracy (the held-out test images, used once)"),
         (VAL_ACC, "val acc", "the last validation's accuracy"),
         (VAL_AUC, "val AUC", "mean val accuracy over training: fast and good"),
     ]
     for t in sorted({threshold_key(float(t)) for t in thresholds}, key=float):
         pct = f"{float(t) * 100:g}"
-        out.append((steps_to_tag(t), f"steps to {pct}%", f"first step at val acc >= {t}"))
+        description = (
+            f"first step at which val acc >= {t}; a run that never reached it shows its budget "
+            "in steps + 1 (censored: not within its budget)"
+        )
+        out.append((steps_to_tag(t), f"steps to {pct}%", description))
     out.append((DIVERGED, "diverged", "1: the training loss became NaN/inf, 0: it did not"))
     return out
 
 
 def final_metrics(record: Mapping[str, Any]) -> dict[str, float]:
     """The end-of-run scalars of HPARAMS' metrics, from the run's results record: val/auc,
-    val/steps_to_<t> and train/diverged. A threshold it never reached and a value that is not
-    finite are left out (a blank cell, not a 0)."""
+    steps_to_<t> and diverged. A threshold the run never reached is censored at its budget in
+    steps + 1 (results.json keeps null: "never"); a value that is not finite is left out."""
+    budget = (record.get("budget") or {}).get("steps")
+    censored = budget + 1 if isinstance(budget, int) and not isinstance(budget, bool) else None
     values: dict[str, Any] = {
         VAL_AUC: record.get("auc_val_acc"),
         DIVERGED: {"ok": 0.0, "diverged": 1.0}.get(record.get("status")),
     }
     for key, step in (record.get("steps_to_val_acc") or {}).items():
-        values[steps_to_tag(key)] = step
+        values[steps_to_tag(key)] = censored if step is None else step
     return {
         k: float(v)
         for k, v in values.items()
@@ -194,38 +226,45 @@ def _hparams_summary(tag: str, **data: Any) -> Summary:
     return _plugin_summary(tag, content.SerializeToString(), metadata.PLUGIN_NAME)
 
 
-def _value(v: str | float | bool) -> Any:
+# HPARAMS shows every number with five significant digits (64 as 64.000): an integer is written
+# as text, right-aligned to this width, so that text order is number order where TensorBoard
+# sorts the values as text (a parallel-coordinates axis: 2 < 16); the page drops the spaces.
+INT_WIDTH = 10  # the digits of the largest seed, 2**32 - 1
+
+
+def _value(v: HParam) -> Any:
     if isinstance(v, bool):
         return struct_pb2.Value(bool_value=v)
+    if isinstance(v, int):
+        return struct_pb2.Value(string_value=f"{v:>{INT_WIDTH}d}")
     if isinstance(v, float):
         return struct_pb2.Value(number_value=v)
     return struct_pb2.Value(string_value=v)
 
 
 def experiment_summary(
-    jobs: Sequence[Mapping[str, str | float | bool]], metrics: Sequence[tuple[str, str, str]]
+    jobs: Sequence[Mapping[str, HParam]], metrics: Sequence[tuple[str, str, str]]
 ) -> Summary:
     """The hparams experiment of a sweep whose jobs have the hparam values ``jobs``: each hparam
-    with the discrete domain of its values and ``differs`` when it has more than one; the ones
-    that differ first (HPARAM_ORDER, then by name), the constants after."""
+    with the discrete domain of its values (an integer one as text, in number order) and
+    ``differs`` when it has more than one; in TensorBoard's own order (those that differ first,
+    each part by name), the constants after."""
     names: dict[str, list] = {}
     for job in jobs:
         for k, v in job.items():
             if v not in names.setdefault(k, []):
                 names[k].append(v)
 
-    def order(name: str) -> tuple:
-        known = HPARAM_ORDER.index(name) if name in HPARAM_ORDER else len(HPARAM_ORDER)
-        return (len(names[name]) < 2, known, name)
-
     infos = []
-    for name in sorted(names, key=order):
+    for name in sorted(names, key=lambda n: (len(names[n]) < 2, n)):
         values = names[name]
         kinds = {type(v) for v in values}
         if kinds == {float}:
             kind, domain = api_pb2.DATA_TYPE_FLOAT64, sorted(values)
         elif kinds == {bool}:
             kind, domain = api_pb2.DATA_TYPE_BOOL, sorted(values)
+        elif kinds == {int}:
+            kind, domain = api_pb2.DATA_TYPE_STRING, sorted(values)
         else:
             kind, domain = api_pb2.DATA_TYPE_STRING, sorted(map(str, values))
         infos.append(
@@ -246,7 +285,7 @@ def experiment_summary(
     return _hparams_summary(metadata.EXPERIMENT_TAG, experiment=experiment)
 
 
-def session_start_summary(values: Mapping[str, str | float | bool], group_name: str) -> Summary:
+def session_start_summary(values: Mapping[str, HParam], group_name: str) -> Summary:
     """A run's session: its hparam values, grouped under ``group_name`` (the run's name)."""
     info = plugin_data_pb2.SessionStartInfo(group_name=group_name, start_time_secs=time.time())
     for k, v in values.items():
@@ -311,21 +350,43 @@ def write_summaries(
 
 
 # -- the sweep's side (a Hydra callback) -------------------------------------------------------
-EXPERIMENT_SUFFIX = ".initlab-experiment"  # the sweep root's event file of the experiment
+EXPERIMENT_SUFFIX = ".initlab-experiment"  # the event file of the sweep's experiment
+
+
+def _log_dir(record: Mapping[str, Any]) -> Path | None:
+    """Where a run's TensorBoard events are (None: it logged none): its run dir (that of its
+    results.json, as ``initlab.report.load_runs`` gives it, else its ``output_dir``) or its
+    ``logger.subdir``."""
+    logger = record["config"].get("logger") or {}
+    if logger.get("type") != "tensorboard":
+        return None
+    path = record.get("_path")
+    run_dir = Path(path).parent if path else Path(str(record.get("output_dir")))
+    return run_dir / logger["subdir"] if logger.get("subdir") else run_dir
 
 
 def write_experiment(sweep_dir: str | Path, records: Sequence[Mapping[str, Any]]) -> Path | None:
-    """Write the hparams experiment of the runs ``records`` (results.json records: their
-    ``config`` says what each ran) and the custom-scalars layout into ``sweep_dir``, replacing
-    an earlier one (TensorBoard keeps the first experiment it reads). None without a record that
-    has a config."""
-    configs = [r["config"] for r in records if isinstance(r.get("config"), Mapping)]
-    if not configs:
-        return None
-    jobs = [hparam_values(c) for c in configs]
-    thresholds = {t for c in configs for t in c.get("thresholds") or ()}
-    sweep_dir = Path(sweep_dir)
-    for old in sweep_dir.glob(f"events.out.tfevents.*{EXPERIMENT_SUFFIX}"):
+    """Write the hparams experiment of the runs ``records`` (results.json records) that have an
+    HPARAMS session (they logged to TensorBoard and read their data), replacing any earlier one
+    below ``sweep_dir`` (with two, TensorBoard shows the first it reads). It goes into the first
+    run's log dir, in an event file of its own: an event file at the sweep's root would be a run
+    named ``.``, and the plugin finds the experiment in any run. Returns that dir; None without
+    a run that has a session."""
+    runs = sorted(
+        (
+            (log_dir, r)
+            for r in records
+            if isinstance(r.get("config"), Mapping)
+            and isinstance(r.get("dataset"), Mapping)
+            and (log_dir := _log_dir(r)) is not None
+        ),
+        key=lambda pair: str(pair[0]),
+    )
+    for old in Path(sweep_dir).rglob(f"events.out.tfevents.*{EXPERIMENT_SUFFIX}"):
         old.unlink()
-    summaries = [experiment_summary(jobs, metric_tags(thresholds)), layout_summary()]
-    return write_summaries(sweep_dir, summaries, suffix=EXPERIMENT_SUFFIX)
+    if not runs:
+        return None
+    jobs = [hparam_values(r) for _, r in runs]
+    thresholds = {t for _, r in runs for t in r["config"].get("thresholds") or ()}
+    summary = experiment_summary(jobs, metric_tags(thresholds))
+    return write_summaries(runs[0][0], [summary], suffix=EXPERIMENT_SUFFIX)

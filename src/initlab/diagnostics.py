@@ -22,7 +22,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
 from initlab.config import DiagnosticsConf
-from initlab.dashboard import JACOBIAN, layer_tag
+from initlab.dashboard import jacobian_tag, layer_tag
 from initlab.data import steps_of
 from initlab.mlp import residual_blocks
 from initlab.propagation.spectrum import (
@@ -145,8 +145,8 @@ class LayerDiagnostics(Callback):
     zero or constant init) and, if ``histograms``, histograms of weights, pre-activations and
     gradients (also every ``histogram_every_n_steps``); and, on the first ``jacobian_inputs``
     inputs of the step's batch, the spectrum of the hidden stack's Jacobian dh_L/dh_1
-    (``initlab.propagation.spectrum``): ``jacobian/m1``, ``jacobian/spread``, ``jacobian/s_max``
-    (means over the inputs) and the histogram ``jacobian/singular_values``; step 0's means are
+    (``initlab.propagation.spectrum``): ``watch/jacobian/m1``, ``.../spread``, ``.../s_max``
+    (means over the inputs) and the histogram ``watch/jacobian/singular_values``; step 0's means are
     kept in ``jacobian`` (results.json's). Only there, not every ``every_n_steps``: an SVD-sized
     eigenproblem per input. A net it does not support (norm layers, a residual net, one hidden
     layer, widths above ``spectrum.MAX_WIDTH``) is skipped, with one line in train.log.
@@ -291,7 +291,7 @@ class LayerDiagnostics(Callback):
         spectrum = self._spectrum(net, captured) if plan["jacobian"] else None
         if spectrum is not None:
             stats = spectrum_stats(spectrum)
-            metrics.update({f"{JACOBIAN}/{k}": stats[k].mean() for k in JACOBIAN_SCALARS})
+            metrics.update({jacobian_tag(k): stats[k].mean() for k in JACOBIAN_SCALARS})
         before: dict[str, Tensor] = {}
         grads: dict[str, Tensor] = {}
         for name, layer in _linears(net):
@@ -370,7 +370,7 @@ class LayerDiagnostics(Callback):
         inputs (``jacobian``: m1, var, spread, s_max; null where not finite, a zero init)."""
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
-                add_histogram(logger.experiment, f"{JACOBIAN}/singular_values", s, step)
+                add_histogram(logger.experiment, jacobian_tag("singular_values"), s, step)
         if step == 0:
             stats = spectrum_stats(s)
             keys = ("m1", "var", "spread", "s_max")
@@ -417,7 +417,7 @@ class LayerDiagnostics(Callback):
                     add_histogram(writer, layer_tag("preact", name), pending["preacts"][name], step)
 
 
-# the spectrum's scalars, logged as jacobian/<key>: means over the inputs of spectrum_stats
+# the spectrum's scalars, logged as jacobian_tag(<key>): means over the inputs of spectrum_stats
 JACOBIAN_SCALARS = ("m1", "spread", "s_max")
 
 

@@ -298,9 +298,9 @@ class SweepSummary(Callback):
 
 
 class SweepDashboard(Callback):
-    """At the end of a multirun, TensorBoard's HPARAMS experiment and custom-scalars layout in
-    the sweep dir (initlab.dashboard.write_experiment), from the runs' records. While the sweep
-    runs, TensorBoard builds the experiment from the runs' sessions. Never fails a sweep."""
+    """At the end of a multirun, TensorBoard's HPARAMS experiment of the sweep, from the runs'
+    records, in the first run's dir (initlab.dashboard.write_experiment). While the sweep runs,
+    TensorBoard builds the experiment from the runs' sessions. Never fails a sweep."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from initlab.dashboard import write_experiment

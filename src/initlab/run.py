@@ -338,8 +338,9 @@ class _Run:
             enable_progress_bar=self.progress_bar,
         )
         leave_signals_to_initlab(trainer)  # the guard handles them, at the phases' boundaries
-        if logger is not None and resume is None:
-            _log_hyperparams(logger, cfg, self.rundir.path.name)
+        if logger is not None and resume is None:  # the record states the data read by now
+            values = hparam_values({**record, "config": cfg})
+            _log_hyperparams(logger, values, self.rundir.path.name)
         # how the arithmetic is done, as torch says (after Lightning chose the device)
         self.runtime = runtime_record(trainer.strategy.root_device)
         try:
@@ -441,13 +442,14 @@ class _Run:
         return record
 
 
-def _log_hyperparams(logger: Logger, cfg: Mapping[str, Any], group_name: str) -> None:
-    """The run's HPARAMS session and layout (TensorBoard), or hparams.yaml (csv), once."""
+def _log_hyperparams(logger: Logger, values: Mapping[str, Any], group_name: str) -> None:
+    """The run's HPARAMS session and layout (TensorBoard), or hparams.yaml (csv), once: its
+    ``hparam_values``, from its record, so they say what results.json says."""
     if isinstance(logger, TensorBoardLogger):
-        session = session_start_summary(hparam_values(cfg), group_name=group_name)
+        session = session_start_summary(values, group_name=group_name)
         write_summaries(logger.log_dir, [session, layout_summary()])
     else:
-        logger.log_hyperparams(hparam_values(cfg))
+        logger.log_hyperparams(dict(values))
 
 
 def record_failure(
