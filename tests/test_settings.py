@@ -42,7 +42,7 @@ def _refused(argv: list[str], *parts: str) -> str:
         (["optimizer.momentum=true"], ["optimizer.momentum=True", "number"]),
         (
             ["optimizer._target_=torch.optim.Adam", "~optimizer.momentum", "+optimizer.betas=0.9"],
-            ["optimizer.betas=0.9", "a list"],
+            ["optimizer.betas=0.9", "two numbers in [0, 1)"],
         ),  # fmt: skip
         # the Trainer's arguments, from its signature
         (["+trainer.detect_anomaly=no"], ["trainer.detect_anomaly='no'", "true or false"]),
