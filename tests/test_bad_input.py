@@ -7,7 +7,8 @@ import shutil
 import pytest
 
 from initlab.cli import BadInput, check
-from initlab.data import MNIST_CHECKS, DataError, MNISTDataModule, verify_mnist
+from initlab.data import DataError, MNISTDataModule
+from initlab.mnist_files import MNIST_CHECKS, verify_mnist
 
 from .conftest import CONF, run_train
 
@@ -21,6 +22,8 @@ CASES = [
     (["model.dept=3"], ["model.dept is not a key of 'model'", "depth"]),
     (["+model.dept=3"], ["model.dept is not a key of 'model'", "depth"]),
     (["+foo=1"], ["foo is not a key of initlab's config", "seed"]),
+    (["foo.bar=1"], ["foo.bar is not a key of the config (it has: seed, ", "model"]),
+    (["model.foo.bar=1"], ["model.foo.bar is not a key of 'model' (it has: ", "depth"]),
     (["trainer.precision=16"], ["trainer.precision is not a key", "+trainer.precision"]),
     (["+trainer.max_stepz=3"], ["trainer.max_stepz is not an argument of lightning.Trainer"]),
     (["init=xavier", "+init.std=0.1"], ["init.std is not a parameter of init=xavier", "gain"]),
@@ -116,6 +119,7 @@ def test_check_gives_one_line_naming_field_and_value(argv, expected, tmp_path):
         check([*argv, "data=synthetic"], CONF, "train")
     message = str(err.value)
     assert "\n" not in message
+    assert "(it has: )" not in message  # a missing parent: the deepest one that exists
     for part in expected:
         assert part in message, message
 

@@ -7,7 +7,6 @@ import torch
 
 from initlab.data import (
     EMBEDDED_NAME,
-    MNIST_FILES,
     MNIST_MEAN,
     MNIST_STD,
     BatchIndexSampler,
@@ -16,11 +15,10 @@ from initlab.data import (
     Split,
     TensorBatches,
     normalize,
-    read_idx_file,
-    read_mnist_file,
     split_indices,
     write_synthetic_mnist,
 )
+from initlab.mnist_files import MNIST_FILES, read_idx_file, read_mnist_file
 from initlab.schedule import Schedule
 
 

@@ -17,22 +17,20 @@ import pytest
 import torch
 
 import initlab.data as data
+import initlab.mnist_files as mnist_files
 from initlab.data import (
     EMBEDDED_MD5,
     EMBEDDED_NAME,
     EMBEDDED_SOURCE,
-    MNIST_CHECKS,
-    MNIST_FILES,
     BatchIndexSampler,
     DataError,
     MNISTDataModule,
     _write_idx,
     batch_count,
     normalize,
-    read_mnist_file,
-    verify_mnist,
     write_synthetic_mnist,
 )
+from initlab.mnist_files import MNIST_CHECKS, MNIST_FILES, read_mnist_file, verify_mnist
 from initlab.schedule import Schedule
 
 TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS = MNIST_FILES
@@ -54,7 +52,7 @@ def _trust(root: Path, monkeypatch, n_train: int = 100, n_test: int = 20) -> Non
         )
         magic = int.from_bytes(content[:4], "big")
         checks[name] = (len(content), magic, hashlib.md5(content).hexdigest())
-    monkeypatch.setattr(data, "MNIST_CHECKS", checks)
+    monkeypatch.setattr(mnist_files, "MNIST_CHECKS", checks)
     monkeypatch.setattr(data, "MNIST_SIZES", {"train": n_train, "test": n_test})
 
 

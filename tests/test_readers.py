@@ -34,14 +34,10 @@ import initlab.results as results_module
 from initlab import hydra_callbacks
 from initlab.data import (
     EMBEDDED_NAME,
-    FIX,
-    MNIST_FILES,
     DataError,
     MNISTDataModule,
-    mnist_present,
-    read_mnist_file,
-    verify_mnist,
 )
+from initlab.mnist_files import FIX, MNIST_FILES, mnist_present, read_mnist_file, verify_mnist
 from initlab.report import write_report
 from initlab.results import UNREADABLE, classify, classify_all
 

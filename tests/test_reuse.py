@@ -18,6 +18,7 @@ import torch
 from omegaconf import OmegaConf
 
 from initlab import data as data_module
+from initlab import mnist_files
 from initlab.fingerprint import determining, differences, fingerprint
 from initlab.run import RunMismatch, run
 
@@ -152,20 +153,20 @@ def test_the_same_config_on_other_data_is_refused(tmp_path, monkeypatch):
     a, b = tmp_path / "a", tmp_path / "b"
     checks_a, checks_b = _fake_mnist(a, 0), _fake_mnist(b, 1)
     monkeypatch.setattr(data_module, "MNIST_SIZES", {"train": 20, "test": 10})
-    monkeypatch.setattr(data_module, "MNIST_CHECKS", checks_a)
+    monkeypatch.setattr(mnist_files, "MNIST_CHECKS", checks_a)
     args = ["data.val_size=10", "data.batch_size=5", "data.eval_batch_size=10"]
     base = tuple(o for o in QUICK if o != "data=synthetic")
     _run = partial(globals()["_run"], base=base)
     out = tmp_path / "run"
     record = _run(out, *args, f"data.root={a}")
     assert record["dataset"]["files"] == {k: v[2] for k, v in checks_a.items()}
-    monkeypatch.setattr(data_module, "MNIST_CHECKS", checks_b)
+    monkeypatch.setattr(mnist_files, "MNIST_CHECKS", checks_b)
     before = _files(out)
     with pytest.raises(RunMismatch, match=r"dataset.files.train-images-idx3-ubyte"):
         _run(out, *args, f"data.root={b}")
     assert _files(out) == before
     # the same files somewhere else are the same data: the finished run is skipped
-    monkeypatch.setattr(data_module, "MNIST_CHECKS", checks_a)
+    monkeypatch.setattr(mnist_files, "MNIST_CHECKS", checks_a)
     moved = tmp_path / "moved"
     a.rename(moved)
     assert _run(out, *args, f"data.root={moved}") == json.loads((out / "results.json").read_text())

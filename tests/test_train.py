@@ -21,7 +21,7 @@ from initlab.dashboard import (
     VAL_AUC,
     VAL_LOSS,
 )
-from initlab.data import MNIST_FILES
+from initlab.mnist_files import MNIST_FILES
 from initlab.results import STATUSES, threshold_key
 from initlab.run import record_failure, run
 

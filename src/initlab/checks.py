@@ -191,7 +191,7 @@ def check_previous_run(cfg: Mapping[str, Any], out: Path, identities: dict[str, 
 def _dataset_identity(data: Mapping[str, Any], cfg: Mapping[str, Any]) -> dict[str, Any] | None:
     """What the run would read, as its data module states it; None when only the run can tell
     (MNIST absent and to be downloaded)."""
-    from initlab.data import mnist_present
+    from initlab.mnist_files import mnist_present
     from initlab.run import data_module
 
     if data["name"] == "mnist" and data["download"] and not mnist_present(data["root"]):
@@ -227,7 +227,7 @@ def check_data(data: Any) -> None:
             f"data.root={data['root']!r} has a name of {len(too_long[0].encode())} bytes: a "
             f"filesystem allows at most {MAX_NAME_BYTES}; give the folder that holds MNIST/raw"
         )
-    from initlab.data import MNIST_FILES, mnist_present, verify_mnist
+    from initlab.mnist_files import MNIST_FILES, mnist_present, verify_mnist
 
     verify_mnist(data["root"])
     if mnist_present(data["root"]) or data["fallback"]:

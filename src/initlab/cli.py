@@ -397,13 +397,15 @@ def check(
     argv: Sequence[str],
     config_dir: str | Path,
     config_name: str,
-    validate_fn: Callable[[Any], None] = validate,
+    validate_fn: Callable[..., None] = validate,
     runs: bool = True,
 ) -> Checked | None:
     """Compose and check every job ``argv`` asks for; raise BadInput with one line if one is bad.
 
-    ``runs``: the jobs are training runs (train.py): also check their output dirs against what
-    they hold, the disk's room for them, and the machine. Nothing is written. Returns what the
+    ``validate_fn(cfg, torch_free=...)``: the config's rules (``initlab.config.validate``); what
+    needs no torch is checked for every job before the rest for any. ``runs``: the jobs are
+    training runs (train.py): also check their output dirs against what they hold, the disk's
+    room for them, and the machine. Nothing is written. Returns what the
     command line will do (None for a command that runs nothing: ``--help``, ``--cfg``, ...).
     """
     if any(a.split("=")[0] in _HYDRA_ONLY for a in argv):
@@ -440,9 +442,14 @@ def check(
             outputs: list[Path] = []
             placed: list[tuple[dict[str, Any], Path]] = []  # the jobs that will run, and where
 
-            def check_job(job: Sequence[str], real: bool = True) -> None:
-                """``real``: a job the sweeper will run, not one at the ends of a search."""
+            def check_job(job: Sequence[str], real: bool = True, torch_free: bool = False) -> None:
+                """``real``: a job the sweeper will run, not one at the ends of a search;
+                ``torch_free``: only what needs no torch (its values' rules, its data)."""
                 cfg = composer(job)
+                if torch_free:
+                    validate_fn(cfg, torch_free=True)
+                    once(seen, "data", cfg.get("data"), check_data)
+                    return
                 validate_fn(cfg)
                 if sweep_dir is None:  # named after every override: Hydra composes them all
                     first.update(composer.whole(job))  # (a single run: its one job)
@@ -459,13 +466,14 @@ def check(
                     if real:  # a dir named after the ends of a search is no trial's
                         placed.append((cfg, out))
 
-            def passes_inside(job: Sequence[str | End]) -> bool:
+            def passes_inside(job: Sequence[str | End], torch_free: bool) -> bool:
                 """An excluded upper end refused: the job at the value just below it, as the
                 sweeper samples it."""
                 if not any(isinstance(v, End) and v.inside for v in job):
                     return False
+                inside = [v.inside or v.line if isinstance(v, End) else v for v in job]
                 try:
-                    check_job([v.inside or v.line if isinstance(v, End) else v for v in job], False)
+                    check_job(inside, False, torch_free)
                 except Exception:
                     return False
                 return True
@@ -474,18 +482,25 @@ def check(
             # a search: its choices alone first (the config's values where it searches an
             # interval), so that a refusal at the ends is the ends'
             searched = [job for job in jobs if any(isinstance(v, End) for v in job)]
-            for job in dict.fromkeys(tuple(_choices(job)) for job in searched):
-                check_job(job, real=False)
-            for job in jobs:
-                ends = [v for v in job if isinstance(v, End)]
-                if not ends:
-                    check_job(job)
-                    continue
-                try:
-                    check_job([_line(v) for v in job], real=False)
-                except Exception as exc:
-                    if not passes_inside(job):
-                        raise _AtEnds(exc, ends) from None
+
+            def check_every_job(torch_free: bool) -> None:
+                for job in dict.fromkeys(tuple(_choices(job)) for job in searched):
+                    check_job(job, real=False, torch_free=torch_free)
+                for job in jobs:
+                    ends = [v for v in job if isinstance(v, End)]
+                    if not ends:
+                        check_job(job, torch_free=torch_free)
+                        continue
+                    try:
+                        check_job([_line(v) for v in job], real=False, torch_free=torch_free)
+                    except Exception as exc:
+                        if not passes_inside(job, torch_free):
+                            raise _AtEnds(exc, ends) from None
+
+            # every job's values and data first: a bad value in a sweep's last job is refused
+            # before torch loads (seconds) for the first job's optimizer and Trainer
+            check_every_job(torch_free=True)
+            check_every_job(torch_free=False)
             where = sweep_dir or outputs[0]
             if not runs:
                 return Checked(multirun, where)
@@ -753,10 +768,14 @@ def _unknown_key(
         except Exception:
             defaults = compose(config_name, return_hydra_config=hydra_key)
     node = OmegaConf.select(defaults, parent) if parent else defaults
+    while parent and not OmegaConf.is_dict(node):  # foo.bar: the config has no foo either
+        parent = parent.rpartition(".")[0]
+        node = OmegaConf.select(defaults, parent) if parent else defaults
     keys = ", ".join(str(k) for k in node) if OmegaConf.is_dict(node) else ""
     where = f"'{parent}'" if parent else "the config"
     message = f"{key} is not a key of {where} (it has: {keys})"
-    if parent in FREE_FORM:  # their keys are the init's, optimizer's or Trainer's arguments
+    # their keys are the init's, optimizer's or Trainer's arguments
+    if parent in FREE_FORM and key == f"{parent}.{leaf}":
         message += f"; to give another argument of {FREE_FORM[parent]} use +{key}=..."
     return message
 
@@ -765,7 +784,7 @@ def preflight(
     argv: Sequence[str],
     config_dir: str | Path,
     config_name: str,
-    validate_fn: Callable[[Any], None] = validate,
+    validate_fn: Callable[..., None] = validate,
     runs: bool = True,
 ) -> Checked | None:
     """``check``, then on bad input: the one line on stderr and exit status 2."""
