@@ -46,16 +46,21 @@ def test_each_internal_exists(name):
 
 
 def _owner_and_attr(name: str):
-    """The object that holds the last part of ``name``, and that part."""
+    """The object that holds the last part of ``name``, and that part: the longest importable
+    module, then attributes (Hydra's plugin scan puts its plugin modules in ``sys.modules``
+    without binding them to their package, so ``package.module`` may not be an attribute)."""
     import importlib
 
     *path, attr = name.split(".")
-    owner = __import__(path[0])
-    for i, part in enumerate(path[1:], start=2):
-        if not hasattr(owner, part):  # a submodule no test has imported yet in this process
-            importlib.import_module(".".join(path[:i]))
-        owner = getattr(owner, part)
-    return owner, attr
+    for i in range(len(path), 0, -1):
+        try:
+            owner = importlib.import_module(".".join(path[:i]))
+        except ImportError:
+            continue
+        for part in path[i:]:
+            owner = getattr(owner, part)
+        return owner, attr
+    raise AssertionError(f"nothing of {name} imports")
 
 
 @pytest.mark.parametrize("name", INTERNALS)
