@@ -28,8 +28,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import initlab.atomic as atomic
 import initlab.data as data
-import initlab.report.files as report_files
 import initlab.results as results_module
 from initlab import hydra_callbacks
 from initlab.data import (
@@ -611,7 +611,7 @@ def _unwritable(monkeypatch) -> None:
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
 
     monkeypatch.setattr(results_module, "write_atomic", refuse)
-    monkeypatch.setattr(report_files, "write_atomic", refuse)
+    monkeypatch.setattr(atomic, "write_atomic", refuse)  # the figures
 
 
 def _report_script() -> Any:

@@ -6,7 +6,7 @@ filesystem: never ``$TMPDIR``), fsyncs it, optionally keeps the file it replaces
 ``path`` and fsyncs the directory. At every instant ``path`` is the old file or the new one;
 a write that fails (a full disk, a kill, an exception in ``write``) leaves ``path`` as it was and
 no temporary file behind. results.json, the report's files, checkpoints, the embedded MNIST
-cache and rewritten log files all go through it.
+cache, rewritten log files and every figure (``save_figure_atomic``) go through it.
 """
 
 from __future__ import annotations
@@ -89,3 +89,8 @@ def remove_stale_temp_files(directory: str | Path) -> list[Path]:
                 entry.unlink()
                 removed.append(entry)
     return removed
+
+
+def save_figure_atomic(fig: Any, path: str | Path, dpi: int = 110) -> Path:
+    """A matplotlib figure as PNG at ``path``, atomically (``write_atomic``)."""
+    return write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight"))

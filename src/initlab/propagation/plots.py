@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from initlab.atomic import save_figure_atomic
 from initlab.propagation import PROPAGATION_FILE
 from initlab.results import (
     MAX_RESULTS_BYTES,
@@ -152,15 +153,10 @@ def _title(record: Mapping[str, Any]) -> str:
 
 
 def _save(fig, path: Path) -> Path:
-    """Save a figure atomically (temp file in the same directory, then rename), and close it
-    whether or not the save succeeds (every plot ends here)."""
+    """Save a figure atomically, and close it whether or not the save succeeds (every plot ends
+    here)."""
     try:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp.png")
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        tmp.replace(path)
-        return path
+        return save_figure_atomic(fig, path)
     finally:
         _pyplot().close(fig)
 

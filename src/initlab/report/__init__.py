@@ -31,6 +31,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from initlab.atomic import save_figure_atomic
 from initlab.propagation import PROPAGATION_FILE
 from initlab.report.aggregate import group_configs, sort_key, speed_threshold
 from initlab.report.files import (
@@ -43,7 +44,6 @@ from initlab.report.files import (
     SUMMARY_CSV,
     SUMMARY_MD,
     VAL_PLOT,
-    save_figure_atomic,
 )
 from initlab.report.load import load_runs, pct, report_thresholds
 from initlab.report.plots import (

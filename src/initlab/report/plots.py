@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from initlab.atomic import save_figure_atomic
 from initlab.propagation.plots import find_propagation, log_ticks, plot_sweep, read_propagation
 from initlab.report.aggregate import (
     INIT_ORDER,
@@ -31,7 +32,6 @@ from initlab.report.aggregate import (
     speed_threshold,
     varying_fields,
 )
-from initlab.report.files import save_figure_atomic
 from initlab.report.load import number, pct, report_thresholds, validations
 
 if TYPE_CHECKING:
