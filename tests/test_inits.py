@@ -715,7 +715,7 @@ def test_every_init_trains_with_every_norm(tmp_path, name):
         out = tmp_path / norm
         r = run(cfg, out, SGD)
         assert r["status"] == "ok", (norm, r.get("error"))
-        assert r["init"] == name and r["norm"] == norm
+        assert r["init"] == name and r["norm"] == norm and r["branch_layers"] is None
         assert all(math.isfinite(v) for v in r["final"].values())
 
 
@@ -916,7 +916,7 @@ def test_structural_inits_train_with_every_norm(tmp_path, name):
         cfg = compose_train([*TINY, *residual, f"init={name}", f"norm={norm}"])
         r = run(cfg, tmp_path / norm, SGD)
         assert r["status"] == "ok", (norm, r.get("error"))
-        assert r["init"] == name and r["norm"] == norm
+        assert r["init"] == name and r["norm"] == norm and r["branch_layers"] == 2
         assert all(math.isfinite(v) for v in r["final"].values())
         assert r["layer_profile"]["first"]["layers"][:3] == ["inp", "block1.fc1", "block1.fc2"]
 

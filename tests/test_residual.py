@@ -318,9 +318,13 @@ def test_the_report_tells_a_residual_net_from_a_plain_one():
         {**base, "config": {"model": {"residual": False, "branch_layers": 2}}},
         {**base, "seed": 1},  # a record from before residual nets: the plain net
         {**base, "config": {"model": {"residual": True, "branch_layers": 2}}},
+        # the record says how the net was built: that, not a config's copy, decides
+        {**base, "seed": 2, "branch_layers": None, "config": {"model": {"residual": True}}},
+        {**base, "seed": 3, "branch_layers": 3, "config": {"model": {"residual": False}}},
+        {**base, "seed": 4, "branch_layers": 2},
     ]
     keys = sorted((c.key["residual"] or "-", len(c.runs)) for c in group_configs(runs))
-    assert keys == [("-", 2), ("m=2", 1)]
+    assert keys == [("-", 3), ("m=2", 2), ("m=3", 1)]
 
 
 def test_diagnostics_pair_each_linear_with_the_activation_it_reaches():

@@ -135,6 +135,7 @@ def test_run_trains_on_synthetic_data(tmp_path):
     assert sizes == {"name": "synthetic", "train": 800, "val": 200, "test": 200}
     assert sorted(saved["dataset"]["files"]) == sorted(MNIST_FILES)
     assert saved["hidden_sizes"] == [512, 256] and saved["depth"] == 2
+    assert saved["branch_layers"] is None  # a plain MLP, as built
     assert saved["final"]["test_acc"] > 0.5  # ten classes: chance is 0.1
     # at step 0, every 5 steps (counted across epochs) and at each epoch end (13 steps per epoch)
     assert [h["step"] for h in saved["history"]] == [0, 5, 10, 13, 15, 20, 25, 26]

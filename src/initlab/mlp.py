@@ -46,6 +46,7 @@ __all__ = [
     "ACTIVATION_MODULES",
     "TUTORIAL_HIDDEN_SIZES",
     "ResidualBlock",
+    "branch_layers",
     "build_mlp",
     "linear_layers",
     "register_weight_norm",
@@ -97,6 +98,13 @@ class ResidualBlock(nn.Module):
 def residual_blocks(net: nn.Module) -> list[tuple[str, ResidualBlock]]:
     """The residual blocks of a network, in forward order, with their names (none: a plain MLP)."""
     return [(n, m) for n, m in net.named_modules() if isinstance(m, ResidualBlock)]
+
+
+def branch_layers(net: nn.Module) -> int | None:
+    """The length of a built net's residual branches (None: a plain MLP): what the report tells
+    a residual net from a plain one of the same widths by."""
+    blocks = residual_blocks(net)
+    return blocks[0][1].branch_layers if blocks else None
 
 
 def _check_choices(activation: str, norm: str) -> None:

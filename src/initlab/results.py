@@ -300,6 +300,8 @@ RECORD = Obj(
         "activation": Field("str", required=FINISHED),
         "depth": Field("int", required=FINISHED, low=1),
         "hidden_sizes": Field(ListOf(Field("int", low=1), nonempty=True), required=FINISHED),
+        # a residual net's branch length, as built (null: a plain MLP; absent in older records)
+        "branch_layers": Field("int", nullable=True, low=1),
         "seed": Field("int", required=FINISHED, low=0),
         "optimizer": Field(
             Obj(

@@ -72,7 +72,7 @@ from initlab.lifecycle import (
     signal_numbers,
 )
 from initlab.loggers import make_logger
-from initlab.mlp import build_mlp, resolve_hidden_sizes
+from initlab.mlp import branch_layers, build_mlp, resolve_hidden_sizes
 from initlab.module import Classifier, OptimizerFactory
 from initlab.propagation.spectrum import run_section
 from initlab.results import (
@@ -285,6 +285,7 @@ class _Run:
             residual=m["residual"],
             branch_layers=m["branch_layers"],
         )
+        record["branch_layers"] = branch_layers(net)
         self.built = built = self.make_optimizer(net.parameters())
         record["optimizer"] = optimizer_record(built)
         self.module = module = Classifier(
