@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from google.protobuf import json_format
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import metadata
@@ -384,6 +385,19 @@ def test_an_extended_run_logs_one_end_as_the_longer_run_does(tmp_path):
     extended, fresh = (_scalar_events(tmp_path / d) for d in ("extended", "fresh"))
     assert extended == fresh
     assert [step for step, _ in extended[TEST_ACC]] == [26]
+    # its HPARAMS session states the new budget, as the longer run's does
+    sessions = {d: _session(tmp_path / d) for d in ("extended", "fresh")}
+    assert sessions["extended"] == sessions["fresh"]
+    assert sessions["fresh"]["epochs"].strip() == "2"  # integers: right-aligned strings
+
+
+def _session(logdir: Path) -> dict:
+    """The hparams of the HPARAMS session TensorBoard reads in ``logdir``."""
+    ea = EventAccumulator(str(logdir))
+    ea.Reload()
+    content = ea.PluginTagToContent(metadata.PLUGIN_NAME)[metadata.SESSION_START_INFO_TAG]
+    hparams = metadata.parse_session_start_info_plugin_data(content).hparams
+    return {k: json_format.MessageToDict(v) for k, v in hparams.items()}
 
 
 # -- a run that fell back to the embedded digits ------------------------------------------------

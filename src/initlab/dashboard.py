@@ -333,8 +333,11 @@ def layout_summary() -> Summary:
     return Summary(value=[value])
 
 
+SESSION_SUFFIX = ".initlab"  # the event files of a run's HPARAMS session (its start, its end)
+
+
 def write_summaries(
-    logdir: str | Path, summaries: Iterable[Summary], step: int = 0, suffix: str = ".initlab"
+    logdir: str | Path, summaries: Iterable[Summary], step: int = 0, suffix: str = SESSION_SUFFIX
 ) -> Path:
     """Write ``summaries`` into an event file of their own in ``logdir``, named with ``suffix``
     (TensorBoard reads every event file of a directory as one run)."""
@@ -347,6 +350,17 @@ def write_summaries(
     finally:
         writer.close()
     return logdir
+
+
+def write_session(logdir: str | Path, summaries: Iterable[Summary]) -> Path:
+    """A run's HPARAMS session (and layout) in an event file of its own, which replaces any
+    earlier one: an extended run states its new budget, and TensorBoard keeps the first session
+    start it reads in a run, so the old one must go (the new file is written first)."""
+    earlier = [p for p in Path(logdir).glob(f"*{SESSION_SUFFIX}") if p.is_file()]
+    write_summaries(logdir, summaries, suffix=SESSION_SUFFIX)
+    for path in earlier:
+        path.unlink(missing_ok=True)
+    return Path(logdir)
 
 
 # -- the sweep's side (a Hydra callback) -------------------------------------------------------

@@ -58,6 +58,7 @@ from initlab.dashboard import (
     layout_summary,
     session_end_summary,
     session_start_summary,
+    write_session,
     write_summaries,
 )
 from initlab.data import MNISTDataModule
@@ -339,7 +340,8 @@ class _Run:
             enable_progress_bar=self.progress_bar,
         )
         leave_signals_to_initlab(trainer)  # the guard handles them, at the phases' boundaries
-        if logger is not None and resume is None:  # the record states the data read by now
+        # the record states the data read by now; an extended run, its new budget
+        if logger is not None and (resume is None or previous.action == "extend"):
             values = hparam_values({**record, "config": cfg})
             _log_hyperparams(logger, values, self.rundir.path.name)
         # how the arithmetic is done, as torch says (after Lightning chose the device)
@@ -444,11 +446,11 @@ class _Run:
 
 
 def _log_hyperparams(logger: Logger, values: Mapping[str, Any], group_name: str) -> None:
-    """The run's HPARAMS session and layout (TensorBoard), or hparams.yaml (csv), once: its
-    ``hparam_values``, from its record, so they say what results.json says."""
+    """The run's HPARAMS session and layout (TensorBoard), or hparams.yaml (csv), as it starts
+    or is extended: its ``hparam_values``, from its record, so they say what results.json says."""
     if isinstance(logger, TensorBoardLogger):
         session = session_start_summary(values, group_name=group_name)
-        write_summaries(logger.log_dir, [session, layout_summary()])
+        write_session(logger.log_dir, [session, layout_summary()])
     else:
         logger.log_hyperparams(dict(values))
 
