@@ -405,8 +405,8 @@ def check(
     ``validate_fn(cfg, torch_free=...)``: the config's rules (``initlab.config.validate``); what
     needs no torch is checked for every job before the rest for any. ``runs``: the jobs are
     training runs (train.py): also check their output dirs against what they hold, the disk's
-    room for them, and the machine. Nothing is written. Returns what the
-    command line will do (None for a command that runs nothing: ``--help``, ``--cfg``, ...).
+    room for them, and the machine. Nothing is written. Returns what the command line will do
+    (None for a command that runs nothing: ``--help``, ``--cfg``, ...).
     """
     if any(a.split("=")[0] in _HYDRA_ONLY for a in argv):
         return None
