@@ -15,6 +15,7 @@ import shlex
 import statistics
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -48,6 +49,11 @@ def label(row: dict[str, str], leave_out: tuple[str, ...] = ()) -> str:
     """A table row's configuration as the report names it: its columns before "n"."""
     fields = list(row)[: list(row).index("n")]
     return ", ".join(f"{f}={row[f]}" for f in fields if f not in leave_out)
+
+
+def warning_line(md: str) -> str:
+    """The line of summary.md that holds the one-run warning (there must be one)."""
+    return next(ln for ln in md.splitlines() if WARNING in ln)
 
 
 def mean_text(cell: str) -> str:
@@ -111,6 +117,12 @@ def write_sweep(root: Path, study: str | None, runs: list[dict], unreadable: int
     return write_report(root, plots=False).read_text()
 
 
+def sweep_md(sweep: tuple[str | None, list[dict], int]) -> str:
+    """summary.md of a drawn sweep (``sweeps``), written in a directory removed after."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return write_sweep(Path(tmp), *sweep)
+
+
 def groups(runs: list[dict]) -> dict[tuple, list[dict]]:
     out: dict[tuple, list[dict]] = {}
     for r in runs:
@@ -130,9 +142,8 @@ PROPERTY = settings(
 @PROPERTY
 @given(sweeps())
 def test_the_answer_names_the_first_row_of_the_table_with_its_cell(sweep):
-    study, runs, unreadable = sweep
-    with tempfile.TemporaryDirectory() as tmp:
-        md = write_sweep(Path(tmp), study, runs, unreadable)
+    _, runs, _ = sweep
+    md = sweep_md(sweep)
     lines = answer(md)
     text = "\n".join(lines)
     rows = table(md)
@@ -180,9 +191,8 @@ def test_the_answer_names_the_first_row_of_the_table_with_its_cell(sweep):
 @PROPERTY
 @given(sweeps())
 def test_the_one_run_warning_appears_iff_a_configuration_rests_on_one_run(sweep):
-    study, runs, unreadable = sweep
-    with tempfile.TemporaryDirectory() as tmp:
-        md = write_sweep(Path(tmp), study, runs, unreadable)
+    _, runs, _ = sweep
+    md = sweep_md(sweep)
     lone = [
         key
         for key, rs in groups(runs).items()
@@ -195,7 +205,7 @@ def test_the_one_run_warning_appears_iff_a_configuration_rests_on_one_run(sweep)
         assert "`seed" in head  # how to add seeds, by the config's key
         names = [f"init={i}, norm={n}" for i, n, _ in lone]
         if len(lone) < len(groups(runs)) and len(lone) <= 8:
-            warning = next(ln for ln in md.splitlines() if WARNING in ln)
+            warning = warning_line(md)
             assert all(name in warning for name in names)
     # a cell of one value never shows a spread: no "± 0" for one run
     for row in table(md):
@@ -209,9 +219,8 @@ def test_the_one_run_warning_appears_iff_a_configuration_rests_on_one_run(sweep)
 @PROPERTY
 @given(sweeps())
 def test_the_answer_names_the_best_of_each_depth_and_the_rows_that_never_learned(sweep):
-    study, runs, unreadable = sweep
-    with tempfile.TemporaryDirectory() as tmp:
-        md = write_sweep(Path(tmp), study, runs, unreadable)
+    _, runs, unreadable = sweep
+    md = sweep_md(sweep)
     text = "\n".join(answer(md))
     rows = table(md)
     if "depth" in rows[0]:
@@ -378,7 +387,7 @@ def test_a_single_run_is_answered_and_warned(tmp_path: Path):
     assert answer(md) == [
         "**Answer.** One run, init=he, norm=none — 0.958 (n=1): nothing to rank it against."
     ]
-    warning = next(ln for ln in md.splitlines() if WARNING in ln)
+    warning = warning_line(md)
     assert "Every configuration (1) rests on one run." in warning
     assert "every run here has seed 0" in warning
     assert "`seed=1,2` and `hydra.sweep.dir=`" in warning  # no multirun.yaml: said in words
@@ -392,7 +401,7 @@ def test_one_configuration_of_one_seed_among_others_is_named(tmp_path: Path):
     write(tmp_path, "h0", record("he", "none", 0, test=0.975))
     write(tmp_path, "z0", record("zero", "none", 0, test=0.11))
     write(tmp_path, "z1", record("zero", "none", 1, status="failed"))
-    warning = next(ln for ln in write_report(tmp_path).read_text().splitlines() if WARNING in ln)
+    warning = warning_line(write_report(tmp_path).read_text())
     assert "2 of 3 configurations rest on one run: init=he, norm=none; init=zero, norm=none " in (
         warning
     )
@@ -452,13 +461,8 @@ def test_the_warnings_command_adds_the_seeds_beside_the_runs(tmp_path: Path):
     assert [r["n"] for r in table(md)] == ["3", "3"]
 
 
-def test_plots_draw_no_spread_for_one_run(tmp_path: Path, monkeypatch):
-    """A depth plot's point of one run has no error bar (a bar of 0 reads as ± 0): a hollow
-    marker, explained in the legend; the heatmap and the val curves say one run, no spread."""
-    for init in ("xavier", "he"):
-        for depth in (2, 4):
-            r = record(init, "none", 0, hidden=(256,) * depth, study="depth")
-            write(tmp_path, f"{init}-{depth}", r)
+def _plotted(root: Path, monkeypatch) -> dict[str, Any]:
+    """write_report(root) with its plots: the figures it saved, by file name."""
     caught = {}
     save = report_plots.save_figure_atomic
 
@@ -467,7 +471,18 @@ def test_plots_draw_no_spread_for_one_run(tmp_path: Path, monkeypatch):
         return save(fig, path, **kw)
 
     monkeypatch.setattr(report_plots, "save_figure_atomic", catch)
-    write_report(tmp_path)
+    write_report(root)
+    return caught
+
+
+def test_plots_draw_no_spread_for_one_run(tmp_path: Path, monkeypatch):
+    """A depth plot's point of one run has no error bar (a bar of 0 reads as ± 0): a hollow
+    marker, explained in the legend; the heatmap and the val curves say one run, no spread."""
+    for init in ("xavier", "he"):
+        for depth in (2, 4):
+            r = record(init, "none", 0, hidden=(256,) * depth, study="depth")
+            write(tmp_path, f"{init}-{depth}", r)
+    caught = _plotted(tmp_path, monkeypatch)
     depth = caught["depth.png"]
     assert all(not ax.containers for ax in depth.axes)  # no error bars at all
     hollow = [ln for ax in depth.axes for ln in ax.lines if ln.get_mfc() == "white"]
@@ -489,16 +504,7 @@ def test_plots_keep_their_bars_with_seeds(tmp_path: Path, monkeypatch, seeds):
             for seed in seeds:
                 r = record(init, "none", seed, test=0.9 + 0.01 * seed, hidden=(256,) * depth)
                 write(tmp_path, f"{init}-{depth}-{seed}", r)
-    caught = {}
-    save = report_plots.save_figure_atomic
-
-    def catch(fig, path, **kw):
-        caught[Path(path).name] = fig
-        return save(fig, path, **kw)
-
-    monkeypatch.setattr(report_plots, "save_figure_atomic", catch)
-    write_report(tmp_path)
-    depth = caught["depth.png"]
+    depth = _plotted(tmp_path, monkeypatch)["depth.png"]
     assert any(ax.containers for ax in depth.axes)
     assert not [ln for ax in depth.axes for ln in ax.lines if ln.get_mfc() == "white"]
     assert "one run: no spread" not in [

@@ -23,7 +23,7 @@ from initlab.cli import Checked, quoted_override
 from initlab.rerun import find_unfinished, resume_command
 from initlab.rundir import RunDir
 
-from .conftest import LONG_RUN, TRAIN, start_train
+from .conftest import LONG_RUN, run_train, start_train
 
 LONG = [*LONG_RUN, "logger=none"]
 
@@ -44,18 +44,13 @@ def _stop(args: list[str], cwd: Path, wait: str) -> tuple[str, Path]:
 
 
 def _again(command: list[str] | str, cwd: Path) -> subprocess.CompletedProcess:
+    """train.py again from ``cwd``: with ``command``'s arguments (run_train), or the printed
+    ``command`` pasted into bash, in run_train's environment."""
+    if not isinstance(command, str):
+        return run_train(command, cwd)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
-    if isinstance(command, str):  # pasted into a shell as printed
-        return subprocess.run(
-            ["bash", "-c", command], cwd=cwd, capture_output=True, text=True, env=env, timeout=300
-        )
     return subprocess.run(
-        [sys.executable, str(TRAIN), *command],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
+        ["bash", "-c", command], cwd=cwd, capture_output=True, text=True, env=env, timeout=300
     )
 
 

@@ -15,7 +15,6 @@ warning says which configurations, and the command that adds seeds beside them.
 from __future__ import annotations
 
 import re
-import shlex
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -44,6 +43,12 @@ MULTIRUN_YAML = "multirun.yaml"  # Hydra's record of a sweep, in its directory
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _plural_has(n: int, word: str) -> str:
+    """A count and its verb, "1 claim row has" or "2 claim rows have": made together so that
+    the verb always agrees with the count (the one-run warning states two such counts)."""
+    return f"{_plural(n, word)} {'has' if n == 1 else 'have'}"
 
 
 def _capped(names: Sequence[str], cap: int = MAX_NAMED, sep: str = "; ") -> str:
@@ -233,16 +238,6 @@ def _hydra_quoted(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _shell_word(arg: str) -> str:
-    """``arg`` as a shell reads it back: unchanged when plain, else quoted (double quotes when
-    they suffice, for a readable ``"hydra.sweep.dir='...'"``)."""
-    if re.fullmatch(r"[\w@%+=:,./-]+", arg):
-        return arg
-    if not re.search(r'["$`\\!]', arg):
-        return f'"{arg}"'
-    return shlex.quote(arg)
-
-
 def recorded_overrides(sweep_dir: Path) -> list[str] | None:
     """The sweep's command-line overrides as Hydra recorded them in its ``multirun.yaml`` (task
     overrides, then Hydra's own: a launcher, ...), without the seed, the mode and the sweep dir
@@ -266,12 +261,14 @@ def add_seeds_command(sweep_dir: Path, seeds: Sequence[int]) -> str | None:
     """``python train.py -m <the sweep's overrides> seed=1,2 "hydra.sweep.dir='<dir>'"``: the
     sweep again with more seeds, into its own directory (runs already there are skipped);
     None without the sweep's multirun.yaml."""
+    from initlab.rerun import shell_word  # here: it brings yaml and the run-dir lock (fcntl)
+
     overrides = recorded_overrides(sweep_dir)
     if overrides is None:
         return None
     words = ["python", "train.py", "-m", *overrides, f"{SEED_KEY}={','.join(map(str, seeds))}"]
     words.append(f"hydra.sweep.dir={_hydra_quoted(str(sweep_dir))}")
-    return " ".join(_shell_word(w) for w in words)
+    return " ".join(shell_word(w) for w in words)
 
 
 def one_run_warning(
@@ -303,12 +300,11 @@ def one_run_warning(
         "its difference to another row cannot be told from seed-to-seed noise"
     ]
     if one_pair := sum(c.pairs.n < 2 for c in found):
-        verb = "has" if one_pair == 1 else "have"
-        rows = _plural(one_pair, "claim row")
-        effects.append(f"{rows} {verb} fewer than two seed pairs: unresolved")
+        effects.append(
+            f"{_plural_has(one_pair, 'claim row')} fewer than two seed pairs: unresolved"
+        )
     if one_seed := sum(len(c.acc) == 1 for c in phase_cells):
-        verb = "has" if one_seed == 1 else "have"
-        effects.append(f"{_plural(one_seed, 'phase cell')} {verb} one seed: unresolved")
+        effects.append(f"{_plural_has(one_seed, 'phase cell')} one seed: unresolved")
     have = _int_seeds(configs)
     seeds = seeds_to_add(configs)
     listed = ",".join(map(str, seeds))
