@@ -152,6 +152,18 @@ def test_hparams_state_the_record_and_integers_as_integers(tmp_path):
     assert _value(values["depth"]).string_value.strip() == "2"
 
 
+def test_the_residual_hparams_are_the_nets_the_record_states(tmp_path):
+    """residual and branch_layers as the record says the net was built (its config asked for
+    none of it here); a record from before it said so: as its config asked."""
+    built = hparam_values(_record(tmp_path, branch_layers=3))
+    assert built["residual"] is True and built["branch_layers"] == 3
+    plain = hparam_values(_record(tmp_path, branch_layers=None))
+    assert plain["residual"] is False and "branch_layers" not in plain
+    older = _record(tmp_path)
+    older["config"]["model"].update(residual=True, branch_layers=2)
+    assert hparam_values(older)["branch_layers"] == 2
+
+
 def test_integer_hparams_cover_the_configs_integer_init_parameters():
     """initlab.config declares which init parameters are integers; each one is shown as one."""
     ints = {f"init.{k}" for k, (allowed, _) in INIT_RULES.items() if allowed == POS_INT}

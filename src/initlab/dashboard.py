@@ -45,7 +45,7 @@ from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-from initlab.results import threshold_key
+from initlab.results import branch_layers_of, threshold_key
 
 # A diverged run finished (its divergence is a result): the z_final/diverged metric says so.
 SESSION_STATUS = {
@@ -146,7 +146,6 @@ def hparam_values(record: Mapping[str, Any]) -> dict[str, HParam]:
     One function for the sweep's experiment, the run's session and hparams.yaml, so the three
     always agree with results.json."""
     cfg = record["config"]
-    model = cfg["model"]
     optimizer = dict(cfg.get("optimizer") or {})
     optimizer.pop("_target_", None)
     optimizer.pop("_partial_", None)
@@ -156,7 +155,7 @@ def hparam_values(record: Mapping[str, Any]) -> dict[str, HParam]:
         "depth": record["depth"],
         "widths": "-".join(map(str, record["hidden_sizes"])),
         "activation": record["activation"],
-        "residual": bool(model.get("residual", False)),
+        "residual": branch_layers_of(record) is not None,
         "seed": record["seed"],
         "batch_size": record["batch_size"],
         "epochs": record["max_epochs"],
@@ -165,7 +164,7 @@ def hparam_values(record: Mapping[str, Any]) -> dict[str, HParam]:
         "study": record.get("study"),
     }
     if values["residual"]:
-        values["branch_layers"] = model["branch_layers"]
+        values["branch_layers"] = branch_layers_of(record)
     values.update({f"init.{k}": v for k, v in (record.get("init_params") or {}).items()})
     values.update(
         {k if k in ("lr", "momentum") else f"optimizer.{k}": v for k, v in optimizer.items()}

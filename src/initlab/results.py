@@ -80,6 +80,18 @@ def threshold_key(threshold: float | str) -> str:
     return two if float(two) == t else repr(t)
 
 
+def branch_layers_of(record: Mapping[str, Any]) -> int | None:
+    """A run's residual branch length (None: a plain MLP), as its record says the net was
+    built; a record from before it said so: as its config asked (none before residual nets)."""
+    if "branch_layers" in record:
+        return record["branch_layers"]
+    config = record.get("config")
+    model = config.get("model") if isinstance(config, Mapping) else None
+    if not isinstance(model, Mapping) or not model.get("residual"):
+        return None
+    return model.get("branch_layers")
+
+
 def first_reaching(
     history: Sequence[Mapping[str, Any]], thresholds: Iterable[float], key: str = "step"
 ) -> dict[str, float | None]:

@@ -19,7 +19,7 @@ from initlab.report.load import (
     pct,
     steps_to,
 )
-from initlab.results import STATUSES, threshold_key
+from initlab.results import STATUSES, branch_layers_of, threshold_key
 
 # Display order of inits and norms (the README's order); unknown names follow, sorted.
 INIT_ORDER = (
@@ -62,16 +62,9 @@ def params_label(params: Any) -> str:
 def residual_setting(record: Mapping[str, Any]) -> str | None:
     """A residual net's branch length, ``m=2`` (None: a plain MLP, also a record from before
     residual nets), so that a residual and a plain net of the same widths are two
-    configurations: as the record says the net was built, else (a record from before it said
-    so) as its config asked."""
-    if "branch_layers" in record:
-        built = record["branch_layers"]
-        return None if built is None else f"m={built}"
-    config = record.get("config")
-    model = config.get("model") if isinstance(config, Mapping) else None
-    if not isinstance(model, Mapping) or not model.get("residual"):
-        return None
-    return f"m={model.get('branch_layers')}"
+    configurations (``initlab.results.branch_layers_of``)."""
+    built = branch_layers_of(record)
+    return None if built is None else f"m={built}"
 
 
 def fmt_num(v: Any) -> str:
