@@ -19,8 +19,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from initlab.cli import Checked, quoted_override
-from initlab.rerun import find_unfinished, resume_command
+from initlab.cli import Checked
+from initlab.rerun import find_unfinished, quoted_override, resume_command
 from initlab.rundir import RunDir
 
 from .conftest import LONG_RUN, run_train, start_train

@@ -381,16 +381,7 @@ class Checked:
         """The override that makes Hydra use exactly this directory (its ``${now:...}``
         resolved once), quoted for Hydra's override grammar."""
         key = "hydra.sweep.dir" if self.multirun else "hydra.run.dir"
-        return quoted_override(key, str(self.output_dir))
-
-
-def quoted_override(key: str, value: str) -> str:
-    """``key='value'`` as Hydra's override grammar reads it back as ``value`` whatever it holds
-    (``=``, ``,``, spaces, quotes, backslashes)."""
-    # Hydra's escapes: a quote is \', and backslashes count only before a quote (or the end)
-    escaped = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
-    escaped = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, escaped)
-    return f"{key}='{escaped}'"
+        return rerun.quoted_override(key, str(self.output_dir))
 
 
 def check(

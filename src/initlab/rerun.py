@@ -34,22 +34,36 @@ OVERRIDES_YAML = "overrides.yaml"  # Hydra: a run's command-line overrides, in i
 FINISHED = ("ok", "diverged")  # a record the same command skips
 
 
-def recorded_overrides(path: Path, output_subdir: str | None, multirun: bool) -> list[str] | None:
-    """The task overrides Hydra recorded for the run or sweep in ``path`` (None: no record)."""
+def sweep_overrides(sweep_dir: Path) -> dict[str, list[str] | None] | None:
+    """The overrides Hydra recorded for the sweep in ``sweep_dir`` (its multirun.yaml), by kind:
+    ``task`` (the command line's settings) and ``hydra`` (Hydra's own: a launcher, ...), None
+    for a kind it lacks; None when it holds no readable record."""
     try:
-        if multirun:
-            text = (path / MULTIRUN_YAML).read_text(encoding="utf-8")
-            found: Any = ((yaml.safe_load(text) or {}).get("hydra") or {}).get("overrides") or {}
-            found = found.get("task")
-        elif output_subdir:
-            found = yaml.safe_load((path / output_subdir / OVERRIDES_YAML).read_text("utf-8"))
-        else:
-            return None
+        text = (sweep_dir / MULTIRUN_YAML).read_text(encoding="utf-8")
+        found: Any = ((yaml.safe_load(text) or {}).get("hydra") or {}).get("overrides") or {}
+        kinds = {kind: found.get(kind) for kind in ("task", "hydra")}
     except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError):
         return None
-    if not isinstance(found, list) or not all(isinstance(o, str) for o in found):
+    if not all(v is None or _strings(v) for v in kinds.values()):
         return None
-    return found
+    return kinds
+
+
+def recorded_overrides(path: Path, output_subdir: str | None, multirun: bool) -> list[str] | None:
+    """The task overrides Hydra recorded for the run or sweep in ``path`` (None: no record)."""
+    if multirun:
+        return (sweep_overrides(path) or {}).get("task")
+    if not output_subdir:
+        return None
+    try:
+        found = yaml.safe_load((path / output_subdir / OVERRIDES_YAML).read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return found if _strings(found) else None
+
+
+def _strings(found: Any) -> bool:
+    return isinstance(found, list) and all(isinstance(o, str) for o in found)
 
 
 def finished(run_dir: Path) -> bool:
@@ -105,6 +119,15 @@ def shell_word(arg: str) -> str:
     if not re.search(r'["$`\\!]', arg):
         return f'"{arg}"'
     return shlex.quote(arg)
+
+
+def quoted_override(key: str, value: str) -> str:
+    """``key='value'`` as Hydra's override grammar reads it back as ``value`` whatever it holds
+    (``=``, ``,``, spaces, quotes, backslashes)."""
+    # Hydra's escapes: a quote is \', and backslashes count only before a quote (or the end)
+    escaped = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
+    escaped = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, escaped)
+    return f"{key}='{escaped}'"
 
 
 def resume_command(argv: Sequence[str], pin: str) -> str:

@@ -38,7 +38,6 @@ MAX_NAMED = 4  # configurations or claims named in one line of the answer, then 
 MAX_WARNED = 8  # configurations named by the one-run warning
 SEED_KEY = "seed"  # the config's seed (initlab.config.TrainConf.seed)
 SEEDS_WANTED = 3  # the seeds the warning's command brings each configuration to, at least
-MULTIRUN_YAML = "multirun.yaml"  # Hydra's record of a sweep, in its directory
 
 
 def _plural(n: int, word: str) -> str:
@@ -191,17 +190,9 @@ def answer_items(
     return items
 
 
-def answer_lines(
-    runs: Sequence[Mapping[str, Any]],
-    n_unreadable: int,
-    configs: Sequence[Config],
-    found: Sequence[Comparison],
-    phase_cells: Sequence[Cell],
-    keys: Sequence[str],
-) -> list[str]:
+def answer_lines(items: Sequence[str]) -> list[str]:
     """summary.md's first lines: "**Answer.** <the first statement>", then one bullet per
-    further statement (answer_items)."""
-    items = answer_items(runs, n_unreadable, configs, found, phase_cells, keys)
+    further statement (``answer_items``)."""
     items = [s[0].upper() + s[1:] for s in items]
     return [f"**Answer.** {items[0]}", *(f"- {s}" for s in items[1:]), ""]
 
@@ -233,26 +224,16 @@ def seeds_to_add(configs: Sequence[Config]) -> list[int]:
     return [s for s in target if s not in have] if len(have) <= 1 else target
 
 
-def _hydra_quoted(value: str) -> str:
-    """``value`` as a quoted Hydra string: a path with '=' or ',' is otherwise not one value."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def recorded_overrides(sweep_dir: Path) -> list[str] | None:
     """The sweep's command-line overrides as Hydra recorded them in its ``multirun.yaml`` (task
     overrides, then Hydra's own: a launcher, ...), without the seed, the mode and the sweep dir
     (the warning's command sets those); None when the directory holds no readable record."""
-    try:
-        import yaml
+    from initlab.rerun import sweep_overrides  # here: it brings yaml and the run-dir lock
 
-        data = yaml.safe_load((sweep_dir / MULTIRUN_YAML).read_text(encoding="utf-8"))
-        recorded = data["hydra"]["overrides"]
-        task, hydra = recorded.get("task") or [], recorded.get("hydra") or []
-    except Exception:  # absent, unreadable or another shape: the warning says it in words
+    recorded = sweep_overrides(sweep_dir)
+    if recorded is None:  # absent, unreadable or another shape: the warning says it in words
         return None
-    found = [*task, *hydra] if isinstance(task, list) and isinstance(hydra, list) else [None]
-    if not all(isinstance(o, str) for o in found):
-        return None
+    found = [*(recorded["task"] or []), *(recorded["hydra"] or [])]
     dropped = re.compile(rf"[+~]*({SEED_KEY}|hydra\.mode|hydra\.sweep\.dir)=")
     return [o for o in found if not dropped.match(o)]
 
@@ -261,13 +242,13 @@ def add_seeds_command(sweep_dir: Path, seeds: Sequence[int]) -> str | None:
     """``python train.py -m <the sweep's overrides> seed=1,2 "hydra.sweep.dir='<dir>'"``: the
     sweep again with more seeds, into its own directory (runs already there are skipped);
     None without the sweep's multirun.yaml."""
-    from initlab.rerun import shell_word  # here: it brings yaml and the run-dir lock (fcntl)
+    from initlab.rerun import quoted_override, shell_word  # (as in recorded_overrides)
 
     overrides = recorded_overrides(sweep_dir)
     if overrides is None:
         return None
     words = ["python", "train.py", "-m", *overrides, f"{SEED_KEY}={','.join(map(str, seeds))}"]
-    words.append(f"hydra.sweep.dir={_hydra_quoted(str(sweep_dir))}")
+    words.append(quoted_override("hydra.sweep.dir", str(sweep_dir)))
     return " ".join(shell_word(w) for w in words)
 
 

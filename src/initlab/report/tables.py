@@ -35,7 +35,7 @@ from initlab.report.claims import (
     tutorial_columns,
 )
 from initlab.report.files import SUMMARY_CSV
-from initlab.report.headline import answer_lines, one_run_warning
+from initlab.report.headline import answer_items, answer_lines, one_run_warning
 from initlab.report.load import (
     Unreadable,
     auc,
@@ -283,7 +283,7 @@ def render_summary(
     if runs:
         found = comparisons(configs, varying_fields(configs))
     phase_cells = cells(configs)
-    lines += answer_lines(runs, len(unreadable), configs, found, phase_cells, keys)
+    lines += answer_lines(answer_items(runs, len(unreadable), configs, found, phase_cells, keys))
     lines += one_run_warning(configs, found, phase_cells, sweep_dir)
     if not runs:  # the answer says there is none
         if unreadable:
