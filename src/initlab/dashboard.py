@@ -149,13 +149,14 @@ def hparam_values(record: Mapping[str, Any]) -> dict[str, HParam]:
     optimizer = dict(cfg.get("optimizer") or {})
     optimizer.pop("_target_", None)
     optimizer.pop("_partial_", None)
+    built = branch_layers_of(record)  # None: a plain MLP
     values: dict[str, Any] = {
         "init": record["init"],
         "norm": record["norm"],
         "depth": record["depth"],
         "widths": "-".join(map(str, record["hidden_sizes"])),
         "activation": record["activation"],
-        "residual": branch_layers_of(record) is not None,
+        "residual": built is not None,
         "seed": record["seed"],
         "batch_size": record["batch_size"],
         "epochs": record["max_epochs"],
@@ -163,8 +164,8 @@ def hparam_values(record: Mapping[str, Any]) -> dict[str, HParam]:
         "data": record["dataset"]["name"],
         "study": record.get("study"),
     }
-    if values["residual"]:
-        values["branch_layers"] = branch_layers_of(record)
+    if built is not None:
+        values["branch_layers"] = built
     values.update({f"init.{k}": v for k, v in (record.get("init_params") or {}).items()})
     values.update(
         {k if k in ("lr", "momentum") else f"optimizer.{k}": v for k, v in optimizer.items()}
